@@ -1,0 +1,3 @@
+from sagips.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Starting the MPI world: locally with mpiexec, on Slurm through submitit, or on PBS."""

@@ -1,0 +1,60 @@
+"""``cluster=local``: start the ranks with ``mpiexec -n N python -m mpi4py -m sagips.worker``.
+
+``-m mpi4py`` turns an uncaught exception on one rank into an abort of the whole
+job, and mpiexec ends every rank when one dies. The launcher forwards the ranks'
+stderr as it arrives and, when the job fails, names the rank that failed first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from sagips import checkpoints as ck
+from sagips.progress import PROGRESS_ENV
+
+_FAILED = re.compile(r"\[rank (\d+)\][^\n]*rank \d+ failed: ([^\n]*)")
+_KILLED_PID = re.compile(r"PID (\d+) RUNNING AT")
+
+
+def worker_command(cfg: DictConfig, run_dir: Path, mpiexec: str) -> list[str]:
+    return [
+        mpiexec, "-n", str(cfg.ranks), *cfg.cluster.mpiexec_args,
+        sys.executable, "-m", "mpi4py", "-m", "sagips.worker", str(run_dir),
+    ]  # fmt: skip
+
+
+def _culprit(run_dir: Path, ranks: int, text: str) -> str:
+    """Which rank failed, from the workers' own last words or the launcher's kill report."""
+    if m := _FAILED.search(text):
+        return f"rank {m.group(1)} failed: {m.group(2)}"
+    pids: dict[str, int] = {}
+    for rank in range(ranks):
+        path = ck.pid_path(run_dir, rank)
+        if path.exists():
+            pids[path.read_text().strip()] = rank
+    for pid in _KILLED_PID.findall(text):
+        if pid in pids:
+            return f"rank {pids[pid]} (pid {pid}) died"
+    return "a rank died without a message"
+
+
+def run_mpiexec(cfg: DictConfig, run_dir: Path, mpiexec: str) -> tuple[int, str]:
+    """Run the job to its end; returns mpiexec's exit status and, on failure, the culprit."""
+    env = dict(os.environ)
+    env.setdefault(PROGRESS_ENV, "bar" if sys.stderr.isatty() else "log")
+    proc = subprocess.Popen(worker_command(cfg, run_dir, mpiexec), env=env, stderr=subprocess.PIPE)
+    seen = bytearray()
+    assert proc.stderr is not None
+    while chunk := os.read(proc.stderr.fileno(), 65536):
+        sys.stderr.buffer.write(chunk)
+        sys.stderr.buffer.flush()
+        seen += chunk
+        del seen[:-262144]  # the end of the output is where failures are reported
+    rc = proc.wait()
+    return rc, ("" if rc == 0 else _culprit(run_dir, cfg.ranks, seen.decode(errors="replace")))

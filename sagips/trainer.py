@@ -1,0 +1,277 @@
+"""One rank's GAN training loop (sections IV-B and V-A).
+
+Each epoch: draw noise, let the generator predict parameters, turn them into
+events with the proxy app, draw a bootstrap batch of the same size from this
+rank's share of the reference data, take the generator step (its gradients go
+through the gradient transport) and the discriminator step on the same fake batch.
+The discriminator never leaves its rank.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mpi4py import MPI
+from omegaconf import DictConfig
+
+from sagips import checkpoints as ck
+from sagips.config import param_samples
+from sagips.equations import analysis_rate
+from sagips.metrics import MetricsLog
+from sagips.networks import Discriminator, Generator
+from sagips.progress import Progress
+from sagips.proxy import ProxyApp, ProxyConfig
+from sagips.transport import make_transport
+
+log = logging.getLogger(__name__)
+FAULT_ENV = "SAGIPS_FAULT"  # test-only: "KIND:RANK:EPOCH", KIND in raise|nan|kill
+
+
+def pick_device(choice: str, local_rank: int) -> torch.device:
+    """``cuda:local_rank % n_gpus`` when a GPU is present (or asked for), else the CPU."""
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device(f"cuda:{local_rank % torch.cuda.device_count()}")
+    return torch.device("cpu")
+
+
+def _gan_loss(kind: str, out: torch.Tensor, label: float) -> torch.Tensor:
+    target = torch.full_like(out, label)
+    if kind == "bce":
+        return F.binary_cross_entropy(out, target)
+    return F.mse_loss(out, target)  # least-squares GAN
+
+
+def _parse_fault(rank: int) -> tuple[str, int] | None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return None
+    kind, fault_rank, epoch = spec.split(":")
+    return (kind, int(epoch)) if int(fault_rank) == rank else None
+
+
+@dataclass
+class EpochResult:
+    g_loss: float
+    d_loss: float
+    comm_s: float
+    staleness: float
+    skipped: bool
+
+
+@dataclass
+class Totals:
+    train_time_s: float = 0.0
+    comm_s: float = 0.0
+    skipped: int = 0
+    max_staleness: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, comm: MPI.Comm, run_dir: Path) -> None:
+        self.cfg, self.comm, self.run_dir = cfg, comm, Path(run_dir)
+        self.rank, self.world = comm.Get_rank(), comm.Get_size()
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        local_rank, local_size = node.Get_rank(), node.Get_size()
+        node.Free()
+        t = cfg.train
+        threads = t.threads or max(1, (os.cpu_count() or 1) // local_size)
+        torch.set_num_threads(threads)
+        self.device = pick_device(t.device, local_rank)
+        self.samples = param_samples(cfg)
+        self.events = t.events_per_sample
+        self.disc_batch = self.samples * self.events
+        self.fault = _parse_fault(self.rank)
+
+        p = cfg.proxy
+        self.proxy = ProxyApp(
+            ProxyConfig(tuple(p.truth), tuple(p.pmin), tuple(p.pmax), p.grid_points, p.x_min, p.x_max),
+            self.device,
+        )
+        self.reference, self.ref_norms = self._shared_reference()
+        rng = np.random.default_rng([cfg.seed, self.rank, 1])
+        keep = max(1, int(round(t.data_fraction * len(self.reference))))
+        self.my_data = self.reference[torch.from_numpy(rng.permutation(len(self.reference))[:keep])]
+
+        m = cfg.model
+        member_seed = cfg.seed * 100_003 + (self.rank if cfg.mode == "ensemble" else 0)
+        torch.manual_seed(member_seed)
+        self.G = Generator(m.noise_dim, 6, m.hidden, m.blocks).to(self.device)
+        self.D = Discriminator(2, m.hidden, m.blocks).to(self.device)
+        if cfg.mode != "ensemble":
+            self._broadcast_generator()
+        torch.manual_seed(cfg.seed * 100_003 + 7919 * (self.rank + 1))  # per-rank noise/batches
+        betas = (0.5, 0.999)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=betas)
+        tr = cfg.transport
+        self.transport = make_transport(
+            cfg.mode, comm, list(self.G.parameters()), ranks_per_node=cfg.ranks_per_node, h=cfg.h,
+            seed=cfg.seed, weights_only=tr.weights_only, fuse=tr.fuse, algorithm=tr.algorithm,
+            outer_member=tr.outer_member, rma_sync=tr.rma_sync,
+        )  # fmt: skip
+        self.totals = Totals()
+
+    # --- set-up -------------------------------------------------------------
+    def _shared_reference(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rank 0 generates the loop-closure data once and broadcasts it (section IV-B)."""
+        p = self.cfg.proxy
+        data = np.empty((p.reference_events, 2), dtype=np.float32)
+        norms = np.empty(2, dtype=np.float32)
+        if self.rank == 0:
+            events, ref_norms = self.proxy.reference(p.reference_events, p.reference_seed)
+            data[:], norms[:] = events.cpu().numpy(), ref_norms.cpu().numpy()
+        self.comm.Bcast(data, root=0)
+        self.comm.Bcast(norms, root=0)
+        return torch.from_numpy(data).to(self.device), torch.from_numpy(norms).to(self.device)
+
+    def _broadcast_generator(self) -> None:
+        for tensor in self.G.state_dict().values():
+            host = tensor.detach().cpu().numpy().copy()
+            self.comm.Bcast(host, root=0)
+            tensor.copy_(torch.from_numpy(host))
+
+    # --- one epoch ------------------------------------------------------------
+    def step(self, epoch: int) -> EpochResult:
+        t = self.cfg.train
+        z = torch.randn(self.samples, self.G.noise_dim, device=self.device)
+        params = self.proxy.to_physical(self.G(z))
+        fake, norms = self.proxy.sample(params, self.events)
+        idx = torch.randint(len(self.my_data), (len(fake),), device=self.device)
+        real = self.my_data[idx]
+        if t.straggler.ms and self.rank in t.straggler.ranks:
+            time.sleep(t.straggler.ms / 1000)  # the slow sampler of section IV-B3
+        # One discriminator forward serves both steps: the discriminator step on the
+        # detached fake batch sees the same values, and autograd is asked only for
+        # the gradients each step needs.
+        out = self.D(torch.cat((real, fake)))
+        out_real, out_fake = out[: len(real)], out[len(real) :]
+        g_loss = _gan_loss(t.loss, out_fake, 1.0)
+        if self.cfg.proxy.norm_weight:
+            g_loss = g_loss + self.cfg.proxy.norm_weight * ((norms / self.ref_norms - 1) ** 2).mean()
+        d_loss = 0.5 * (_gan_loss(t.loss, out_real, 1.0) + _gan_loss(t.loss, out_fake, 0.0))
+        g_params, d_params = list(self.G.parameters()), list(self.D.parameters())
+        g_grads = torch.autograd.grad(g_loss, g_params, retain_graph=True)
+        d_grads = torch.autograd.grad(d_loss, d_params)
+        for p, g in zip(g_params, g_grads):
+            p.grad = g
+        for p, g in zip(d_params, d_grads):
+            p.grad = g
+        self._inject(epoch)
+        finite = self._grads_finite()
+        if not finite and t.nonfinite == "abort":
+            raise FloatingPointError(
+                f"rank {self.rank}, epoch {epoch}: non-finite generator gradient "
+                "(train.nonfinite=abort; use skip to drop such updates)"
+            )
+        stats = self.transport.exchange(epoch)
+        skipped = not (finite and self._grads_finite())
+        if not skipped:
+            self.opt_g.step()
+        self.opt_d.step()
+        return EpochResult(g_loss.item(), d_loss.item(), stats.comm_s, stats.staleness, skipped)
+
+    def _grads_finite(self) -> bool:
+        return bool(torch.isfinite(torch.stack([p.grad.sum() for p in self.G.parameters()])).all())
+
+    def _inject(self, epoch: int) -> None:
+        if self.fault is None or self.fault[1] != epoch:
+            return
+        kind = self.fault[0]
+        log.warning("injecting fault %r at epoch %d", kind, epoch)
+        if kind == "raise":
+            raise RuntimeError(f"injected fault on rank {self.rank} at epoch {epoch}")
+        if kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if kind == "nan":
+            next(self.G.parameters()).grad.fill_(float("nan"))
+
+    # --- checkpoints ----------------------------------------------------------
+    def _save(self, epoch: int) -> None:
+        now = time.time()
+        common = dict(epoch=epoch, timestamp=now, train_time_s=self.totals.train_time_s,
+                      rank=self.rank, world_size=self.world)  # fmt: skip
+        ck.save_torch(ck.generator_path(self.run_dir, self.rank, epoch),
+                      dict(state_dict=self.G.state_dict(), **common))  # fmt: skip
+        state = dict(
+            generator=self.G.state_dict(), discriminator=self.D.state_dict(),
+            opt_g=self.opt_g.state_dict(), opt_d=self.opt_d.state_dict(),
+            torch_rng=torch.get_rng_state(), totals=self.totals.__dict__, **common,
+        )  # fmt: skip
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        ck.save_torch(ck.state_path(self.run_dir, self.rank, epoch), state)
+
+    def _load(self, epoch: int) -> None:
+        state = torch.load(ck.state_path(self.run_dir, self.rank, epoch), map_location=self.device,
+                           weights_only=False)  # fmt: skip
+        self.G.load_state_dict(state["generator"])
+        self.D.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.totals = Totals(**state["totals"])
+
+    # --- the loop -------------------------------------------------------------
+    def train(self) -> None:
+        t = self.cfg.train
+        start = self.comm.bcast(ck.resume_epoch(self.run_dir, self.world) if self.rank == 0 else None)
+        if start:
+            self._load(start)
+            log.info("resuming from epoch %d (train time %.1f s)", start, self.totals.train_time_s)
+        metrics = MetricsLog(ck.metrics_path(self.run_dir, self.rank), keep_until=start)
+        progress = Progress(self.rank, start, t.epochs)
+        try:
+            for epoch in range(start + 1, t.epochs + 1):
+                tick = time.perf_counter()
+                res = self.step(epoch)
+                self.totals.train_time_s += time.perf_counter() - tick
+                self.totals.comm_s += res.comm_s
+                self.totals.skipped += res.skipped
+                self.totals.max_staleness = max(self.totals.max_staleness, res.staleness)
+                metrics.add(epoch, self.totals.train_time_s, res)
+                if epoch % t.log_every == 0 or epoch == t.epochs:
+                    metrics.flush_row()
+                progress.update(epoch, res.g_loss, res.d_loss)
+                if epoch == 1 or epoch % t.checkpoint_every == 0 or epoch == t.epochs:
+                    metrics.sync()
+                    self._save(epoch)
+        finally:
+            progress.close()
+            metrics.close()
+        self._finish(start)
+
+    def _finish(self, resumed_from: int) -> None:
+        t = self.cfg.train
+        total = self.comm.allreduce(self.totals.train_time_s, op=MPI.MAX)
+        comm_s = self.comm.allreduce(self.totals.comm_s, op=MPI.MAX)
+        skipped = self.comm.allreduce(self.totals.skipped, op=MPI.SUM)
+        stale = self.comm.allreduce(self.totals.max_staleness, op=MPI.MAX)
+        self.transport.close()
+        if self.rank != 0:
+            return
+        summary = dict(
+            status="complete", mode=self.cfg.mode, ranks=self.world,
+            ranks_per_node=self.cfg.ranks_per_node, h=self.cfg.h, seed=self.cfg.seed,
+            scale=self.cfg.scale, sampling=self.cfg.sampling, epochs=t.epochs,
+            param_samples=self.samples, events_per_sample=self.events, disc_batch=self.disc_batch,
+            total_train_time_s=total, total_comm_s=comm_s, skipped_updates=skipped,
+            max_staleness_epochs=stale, resumed_from_epoch=resumed_from,
+            analysis_rate=analysis_rate(self.world, self.disc_batch, t.epochs, total),
+            exchanged_values=self.transport.n_values, device=str(self.device),
+            finished_at=time.time(),
+        )  # fmt: skip
+        ck.write_json(ck.summary_path(self.run_dir), summary)
+        log.info("done: %d epochs in %.1f s, analysis rate %.3g events/s (eq. 9)",
+                 t.epochs, total, summary["analysis_rate"])  # fmt: skip

@@ -1,0 +1,61 @@
+"""The program every MPI rank runs: ``python -m mpi4py -m sagips.worker RUN_DIR``.
+
+It reads the resolved config that the launcher wrote into the run folder, so
+whatever started the ranks (mpiexec, srun, a PBS script) needs nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from sagips import checkpoints as ck
+
+
+def setup_logging(rank: int) -> None:
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"[rank {rank}] %(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def run(run_dir: Path, cfg: DictConfig) -> None:
+    from mpi4py import MPI
+
+    from sagips.trainer import Trainer
+
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    setup_logging(rank)
+    if comm.Get_size() != cfg.ranks:
+        raise RuntimeError(f"ranks={cfg.ranks} but the MPI world has {comm.Get_size()} processes")
+    if rank == 0:
+        ck.remove_temporaries(run_dir)
+    comm.Barrier()
+    ck.atomic_write(ck.pid_path(run_dir, rank), lambda f: f.write(f"{os.getpid()}\n"), "w")
+    try:
+        Trainer(cfg, comm, run_dir).train()
+    except BaseException as exc:
+        # One line naming the rank before mpi4py aborts the whole job.
+        logging.getLogger("sagips.worker").error("rank %d failed: %s: %s", rank,
+                                                 type(exc).__name__, exc)  # fmt: skip
+        raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.exit("usage: mpiexec -n N python -m mpi4py -m sagips.worker RUN_DIR")
+    run_dir = Path(args[0])
+    run(run_dir, OmegaConf.load(ck.config_path(run_dir)))
+
+
+if __name__ == "__main__":
+    main()
