@@ -1,0 +1,295 @@
+"""The figures of section VI (Figs. 8-16) as matplotlib Figures, drawn from the analysis tables.
+
+Figures are built with the object API (no pyplot state), so that saving them uses
+the Agg canvas and notebooks can display the returned objects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.patches import Ellipse as EllipsePatch
+
+from sagips.analysis.ensemble import R_COLS, SIGMA_COLS, confidence_ellipse
+from sagips.analysis.tables import SCALE, column_title, final_residuals
+
+if TYPE_CHECKING:
+    from sagips.analysis.pipeline import Analysis
+
+log = logging.getLogger(__name__)
+
+BAND_ALPHA = 0.3
+PANEL = (4.0, 3.0)  # inches per panel
+
+
+def _panels(nrows: int, ncols: int) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(PANEL[0] * ncols, PANEL[1] * nrows), layout="constrained")
+    return fig, np.asarray(fig.subplots(nrows, ncols, squeeze=False))
+
+
+def _time_unit(seconds: float) -> tuple[float, str]:
+    """Hours as in the paper for long runs, minutes or seconds for short ones."""
+    if seconds >= 2 * 3600:
+        return 3600.0, "h"
+    if seconds >= 120:
+        return 60.0, "min"
+    return 1.0, "s"
+
+
+def _without(label: str, key: str) -> str:
+    return " ".join(part for part in label.split() if not part.startswith(f"{key}="))
+
+
+def residual_vs_time(residuals: pd.DataFrame, param: int = 0) -> Figure:
+    """Figs. 13/14: eq. (6) residual of the ensemble mean vs training time, 1 sigma band per group."""
+    labels = list(dict.fromkeys(residuals["group"]))
+    ncols = min(len(labels), 3)
+    fig, axes = _panels(-(-len(labels) // ncols), ncols)
+    div, unit = _time_unit(residuals["time_s"].max())
+    for ax, label in zip(axes.flat, labels, strict=False):
+        g = residuals[residuals["group"] == label]
+        t, r, s = g["time_s"] / div, g[f"r_{param}"], g[f"sigma_{param}"]
+        ax.plot(t, r, color="tab:blue", label="ensemble mean")
+        ax.fill_between(t, r - s, r + s, color="tab:blue", alpha=BAND_ALPHA, label=r"1$\sigma$")
+        ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"{column_title(g['mode'].iloc[0], label)}, M={g['members'].iloc[0]}")
+        ax.set_xlabel(f"accumulated training time [{unit}]")
+        ax.set_ylabel(rf"normalised residual $\hat r_{param}$")
+    for ax in axes.flat[len(labels) :]:
+        ax.set_visible(False)
+    axes.flat[0].legend()
+    return fig
+
+
+def mean_sigma_vs_time(residuals: pd.DataFrame) -> Figure:
+    """Figs. 15/16: spread (top) and |residual| (bottom) averaged over the parameters, x 1e3.
+
+    One column per distributed mode with a curve per group (rank count); the
+    ``ensemble`` groups are the dashed black reference in every column.
+    """
+    data = residuals.assign(
+        mean_r=residuals[R_COLS].abs().mean(axis=1) * SCALE,
+        mean_sigma=residuals[SIGMA_COLS].mean(axis=1) * SCALE,
+    )
+    reference = data[data["mode"] == "ensemble"]
+    modes = list(dict.fromkeys(data.loc[data["mode"] != "ensemble", "mode"]))
+    fig, axes = _panels(2, len(modes))
+    div, unit = _time_unit(data["time_s"].max())
+    for col, mode in enumerate(modes):
+        top, bottom = axes[0, col], axes[1, col]
+        for label, g in data[data["mode"] == mode].groupby("group", sort=False):
+            name = _without(str(label), "mode") or mode
+            top.plot(g["time_s"] / div, g["mean_sigma"], label=name)
+            bottom.plot(g["time_s"] / div, g["mean_r"], label=name)
+        for label, g in reference.groupby("group", sort=False):
+            style = {"color": "black", "ls": "--", "label": f"{label} (reference)"}
+            top.plot(g["time_s"] / div, g["mean_sigma"], **style)
+            bottom.plot(g["time_s"] / div, g["mean_r"], **style)
+        top.set_title(column_title(mode, ""))
+        top.set_ylabel(r"mean $\sigma$ of residuals [$10^{-3}$]")
+        bottom.set_ylabel(r"mean $|\hat r|$ [$10^{-3}$]")
+        bottom.set_xlabel(f"accumulated training time [{unit}]")
+        top.legend(fontsize="small")
+    return fig
+
+
+def _series(scaling: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Rows of ``scaling`` joined into one line per mode (and any other differing key) across ranks."""
+    keyed = scaling.assign(series=[_without(g, "ranks") for g in scaling["group"]])
+    for (mode, series), g in keyed.groupby(["mode", "series"], sort=False):
+        yield column_title(str(mode), str(series)), g.sort_values("ranks")
+
+
+def total_time_vs_ranks(scaling: pd.DataFrame) -> Figure:
+    """Fig. 11: total training time vs number of ranks, log-log, mean and 1 sigma over members."""
+    fig, axes = _panels(1, 1)
+    ax = axes[0, 0]
+    div, unit = _time_unit(scaling["total_train_time_s"].max())
+    for title, g in _series(scaling):
+        ax.errorbar(
+            g["ranks"],
+            g["total_train_time_s"] / div,
+            yerr=g["total_train_time_s_std"] / div,
+            marker="o",
+            capsize=3,
+            label=title,
+        )
+    ax.set(xscale="log", yscale="log", xlabel="number of ranks", ylabel=f"total training time [{unit}]")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def analysis_rate_vs_ranks(scaling: pd.DataFrame) -> Figure:
+    """Fig. 12: eq. (9) analysis rate vs ranks, log-log, with the single-rank rate as a dashed line."""
+    fig, axes = _panels(1, 1)
+    ax = axes[0, 0]
+    for title, g in _series(scaling):
+        ax.errorbar(
+            g["ranks"], g["analysis_rate"], yerr=g["analysis_rate_std"], marker="o", capsize=3, label=title
+        )
+    for _, row in scaling[scaling["ranks"] == 1].iterrows():
+        ax.axhline(
+            row["analysis_rate"],
+            color="black",
+            ls="--",
+            label=f"single rank ({column_title(row['mode'], row['group'])})",
+        )
+    ax.set(xscale="log", yscale="log", xlabel="number of ranks", ylabel="analysis rate [events/s]")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def rmse_sigma_contours(subsamples: pd.DataFrame) -> Figure:
+    """Fig. 9: per ensemble size M, the 95 % contour of the (RMSE, sigma) cloud of sub-ensembles."""
+    labels = list(dict.fromkeys(subsamples["group"]))
+    fig, axes = _panels(1, len(labels))
+    for ax, label in zip(axes.flat, labels, strict=True):
+        g = subsamples[subsamples["group"] == label]
+        sizes = sorted(g["M"].unique())
+        colors = _colormap(len(sizes))
+        centers = []
+        for color, (size, cloud) in zip(colors, g.groupby("M"), strict=True):
+            ell = confidence_ellipse(cloud["rmse"], cloud["sigma"])
+            centers.append(ell.center)
+            ax.scatter(cloud["rmse"], cloud["sigma"], s=2, color=color, alpha=0.3)
+            ax.add_patch(
+                EllipsePatch(
+                    ell.center,
+                    ell.width,
+                    ell.height,
+                    angle=ell.angle_deg,
+                    fill=False,
+                    color=color,
+                    label=f"M={size}",
+                )
+            )
+        if len(centers) > 1:
+            ax.annotate(
+                "", xy=centers[-1], xytext=centers[0], arrowprops={"arrowstyle": "->", "color": "red"}
+            )
+        ax.set_title(f"{label}: 95 % contours")
+        ax.set_xlabel("RMSE of residuals")
+        ax.set_ylabel(r"mean $\sigma$ of residuals")
+        ax.legend(fontsize="x-small", ncols=2)
+    return fig
+
+
+def _colormap(n: int) -> list[tuple[float, ...]]:
+    return [colormaps["viridis"](x) for x in np.linspace(0.0, 0.9, n)]
+
+
+def ensemble_size(subsamples: pd.DataFrame) -> Figure:
+    """Fig. 10: sigma_0 (top) and r_0 (bottom) of sub-ensembles vs ensemble size M (mean, 1 sigma)."""
+    labels = list(dict.fromkeys(subsamples["group"]))
+    fig, axes = _panels(2, len(labels))
+    for col, label in enumerate(labels):
+        stats = subsamples[subsamples["group"] == label].groupby("M")[["r_0", "sigma_0"]]
+        mean, std = stats.mean(), stats.std(ddof=0)
+        for ax, key, name in (
+            (axes[0, col], "sigma_0", r"$\sigma$ of $\hat r_0$"),
+            (axes[1, col], "r_0", r"$\hat r_0$"),
+        ):
+            ax.errorbar(mean.index, mean[key], yerr=std[key], marker="o", capsize=3)
+            ax.set_ylabel(name)
+        axes[0, col].set_title(label)
+        axes[1, col].set_xlabel("ensemble size M")
+    return fig
+
+
+def _model_points(residuals: pd.DataFrame) -> pd.DataFrame:
+    final = final_residuals(residuals)
+    return final[final["mode"] == "ensemble"].sort_values("generator_params")
+
+
+def model_study(residuals: pd.DataFrame) -> Figure:
+    """Fig. 8: final sigma_0 (top) and r_0 (bottom) of ensembles vs generator size, per batch size."""
+    fig, axes = _panels(2, 1)
+    for batch, g in _model_points(residuals).groupby("disc_batch"):
+        axes[0, 0].plot(g["generator_params"], g["sigma_0"], marker="o", label=f"batch {batch}")
+        axes[1, 0].plot(g["generator_params"], g["r_0"], marker="o", label=f"batch {batch}")
+    axes[0, 0].set_ylabel(r"$\sigma$ of $\hat r_0$")
+    axes[1, 0].set_ylabel(r"$\hat r_0$")
+    for ax in axes[:, 0]:
+        ax.set(xscale="log", xlabel="generator parameters")
+        ax.legend(fontsize="small")
+    return fig
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    filename: str
+    needs: str
+    available: Callable[[Analysis], bool]
+    draw: Callable[[Analysis], Figure]
+
+
+def _n_models(a: Analysis) -> int:
+    return len(_model_points(a.residuals)[["generator_params", "disc_batch"]].drop_duplicates())
+
+
+FIGURES = (
+    FigureSpec(
+        "fig08_models.png",
+        "ensemble-mode groups that differ in model size or batch size",
+        lambda a: _n_models(a) > 1,
+        lambda a: model_study(a.residuals),
+    ),
+    FigureSpec(
+        "fig09_rmse_sigma.png",
+        "a group with at least 3 seeds",
+        lambda a: not a.subsamples.empty,
+        lambda a: rmse_sigma_contours(a.subsamples),
+    ),
+    FigureSpec(
+        "fig10_ensemble_size.png",
+        "a group with at least 3 seeds",
+        lambda a: not a.subsamples.empty,
+        lambda a: ensemble_size(a.subsamples),
+    ),
+    FigureSpec(
+        "fig11_total_time.png",
+        "runs at two or more rank counts",
+        lambda a: a.scaling["ranks"].nunique() > 1,
+        lambda a: total_time_vs_ranks(a.scaling),
+    ),
+    FigureSpec(
+        "fig12_analysis_rate.png",
+        "a single-rank run and runs with more ranks",
+        lambda a: a.scaling["ranks"].min() == 1 and a.scaling["ranks"].max() > 1,
+        lambda a: analysis_rate_vs_ranks(a.scaling),
+    ),
+    FigureSpec(
+        "fig13_14_residual_vs_time.png",
+        "at least one run group",
+        lambda a: not a.residuals.empty,
+        lambda a: residual_vs_time(a.residuals),
+    ),
+    FigureSpec(
+        "fig15_16_mean_sigma_vs_time.png",
+        "runs of a distributed mode (anything but mode=ensemble)",
+        lambda a: bool((a.residuals["mode"] != "ensemble").any()),
+        lambda a: mean_sigma_vs_time(a.residuals),
+    ),
+)
+
+
+def write_figures(analysis: Analysis, out: Path) -> list[Path]:
+    """Save every figure the runs allow; log one line for each one they do not."""
+    written = []
+    for spec in FIGURES:
+        path = out / spec.filename
+        if not spec.available(analysis):
+            log.warning("skipping %s: needs %s", spec.filename, spec.needs)
+            path.unlink(missing_ok=True)  # an older run of ours may have left it
+            continue
+        spec.draw(analysis).savefig(path, dpi=120)
+        written.append(path)
+    return written
