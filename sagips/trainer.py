@@ -50,6 +50,45 @@ def _gan_loss(kind: str, out: torch.Tensor, label: float) -> torch.Tensor:
     return F.mse_loss(out, target)  # least-squares GAN
 
 
+def gan_gradients(
+    G: Generator,
+    D: Discriminator,
+    proxy: ProxyApp,
+    data: torch.Tensor,
+    samples: int,
+    events: int,
+    *,
+    loss: str = "mse",
+    norm_weight: float = 0.0,
+    ref_norms: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One epoch's forward and backward of both GAN steps; leaves the gradients in ``.grad``.
+
+    The generator turns ``samples`` noise vectors into parameters, the proxy app
+    into ``samples * events`` events; a bootstrap batch of the same size is drawn
+    from ``data``. Returns the generator and discriminator losses.
+    """
+    z = torch.randn(samples, G.noise_dim, device=data.device)
+    params = proxy.to_physical(G(z))
+    fake, norms = proxy.sample(params, events)
+    real = data[torch.randint(len(data), (len(fake),), device=data.device)]
+    # One discriminator forward serves both steps: the discriminator step on the
+    # detached fake batch sees the same values, and autograd is asked only for
+    # the gradients each step needs.
+    out = D(torch.cat((real, fake)))
+    out_real, out_fake = out[: len(real)], out[len(real) :]
+    g_loss = _gan_loss(loss, out_fake, 1.0)
+    if norm_weight:
+        g_loss = g_loss + norm_weight * ((norms / ref_norms - 1) ** 2).mean()
+    d_loss = 0.5 * (_gan_loss(loss, out_real, 1.0) + _gan_loss(loss, out_fake, 0.0))
+    g_params, d_params = list(G.parameters()), list(D.parameters())
+    g_grads = torch.autograd.grad(g_loss, g_params, retain_graph=True)
+    d_grads = torch.autograd.grad(d_loss, d_params)
+    for p, g in zip(g_params + d_params, g_grads + d_grads):
+        p.grad = g
+    return g_loss, d_loss
+
+
 def _parse_fault(rank: int) -> tuple[str, int] | None:
     spec = os.environ.get(FAULT_ENV)
     if not spec:
@@ -143,29 +182,12 @@ class Trainer:
     # --- one epoch ------------------------------------------------------------
     def step(self, epoch: int) -> EpochResult:
         t = self.cfg.train
-        z = torch.randn(self.samples, self.G.noise_dim, device=self.device)
-        params = self.proxy.to_physical(self.G(z))
-        fake, norms = self.proxy.sample(params, self.events)
-        idx = torch.randint(len(self.my_data), (len(fake),), device=self.device)
-        real = self.my_data[idx]
+        g_loss, d_loss = gan_gradients(
+            self.G, self.D, self.proxy, self.my_data, self.samples, self.events,
+            loss=t.loss, norm_weight=self.cfg.proxy.norm_weight, ref_norms=self.ref_norms,
+        )  # fmt: skip
         if t.straggler.ms and self.rank in t.straggler.ranks:
             time.sleep(t.straggler.ms / 1000)  # the slow sampler of section IV-B3
-        # One discriminator forward serves both steps: the discriminator step on the
-        # detached fake batch sees the same values, and autograd is asked only for
-        # the gradients each step needs.
-        out = self.D(torch.cat((real, fake)))
-        out_real, out_fake = out[: len(real)], out[len(real) :]
-        g_loss = _gan_loss(t.loss, out_fake, 1.0)
-        if self.cfg.proxy.norm_weight:
-            g_loss = g_loss + self.cfg.proxy.norm_weight * ((norms / self.ref_norms - 1) ** 2).mean()
-        d_loss = 0.5 * (_gan_loss(t.loss, out_real, 1.0) + _gan_loss(t.loss, out_fake, 0.0))
-        g_params, d_params = list(self.G.parameters()), list(self.D.parameters())
-        g_grads = torch.autograd.grad(g_loss, g_params, retain_graph=True)
-        d_grads = torch.autograd.grad(d_loss, d_params)
-        for p, g in zip(g_params, g_grads):
-            p.grad = g
-        for p, g in zip(d_params, d_grads):
-            p.grad = g
         self._inject(epoch)
         finite = self._grads_finite()
         if not finite and t.nonfinite == "abort":
