@@ -1,0 +1,38 @@
+"""Shared helpers: the suite drives the real ``sagips`` CLI in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SMOKE_TIMEOUT_S = 300
+
+
+def run_sagips(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = SMOKE_TIMEOUT_S,
+    module: str = "sagips",
+) -> subprocess.CompletedProcess[str]:
+    """``python -m sagips ARGS`` (or another module) with captured text output."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env={**os.environ, **(env or {})},
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "summary.json").read_text())
+
+
+@pytest.fixture
+def sagips_cli(tmp_path: Path):
+    """Run the CLI in ``tmp_path``; ``sagips_cli("scale=smoke", ...)``."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = SMOKE_TIMEOUT_S):
+        return run_sagips(*args, cwd=tmp_path, env=env, timeout=timeout)
+
+    return run
