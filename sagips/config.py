@@ -11,8 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from sagips.equations import param_samples_per_rank
-from sagips.transport.modes import MODES
 
+# The names of sagips.transport.modes.MODES, spelled out: importing the transports
+# would load torch and start MPI (a singleton MPI_Init) in the launcher process,
+# which is slow and, on some clusters' login nodes, not allowed.
+MODES = ("ensemble", "arar", "arar_arar", "rma_arar_arar", "allreduce")
 SCALES = ("smoke", "laptop", "paper")
 CLUSTERS = ("local", "slurm", "pbs")
 SAMPLINGS = ("constant", "per_rank")
