@@ -23,8 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 TMP_PREFIX = ".tmp-"
 _GEN = re.compile(r"^generator_(\d{7})\.pt$")
 _STATE = re.compile(r"^state_(\d{7})\.pt$")
@@ -76,6 +74,8 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
 
 
 def save_torch(path: Path, obj: dict[str, Any]) -> None:
+    import torch  # here, so that the launcher checks a config without loading torch
+
     atomic_write(path, lambda f: torch.save(obj, f))
 
 

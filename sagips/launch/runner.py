@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -88,11 +87,13 @@ def _mpiexec(cfg: DictConfig) -> str:
 
 
 def _warn_if_absurd(cfg: dict[str, Any]) -> None:
-    if torch.cuda.is_available():
-        return
     events = param_samples(cfg) * cfg["train"]["events_per_sample"] * cfg["train"]["epochs"]
     hours = events / CPU_EVENTS_PER_S / 3600
-    if hours > ABSURD_HOURS:
+    if hours <= ABSURD_HOURS:
+        return
+    import torch  # only now: loading it costs the launcher seconds
+
+    if not torch.cuda.is_available():
         log.warning("scale=%s on a CPU: about %.0f hours per rank by a rough estimate; "
                     "it will run, but this scale is meant for GPU clusters", cfg["scale"], hours)  # fmt: skip
 
