@@ -22,7 +22,7 @@ from sagips import checkpoints
 from sagips.analysis import NoRunsError, analyze, default_out, write_outputs
 from sagips.analysis.cli import main
 from sagips.analysis.ensemble import confidence_ellipse, ensemble_residuals, residual_sigma, rmse
-from sagips.analysis.runs import find_run_dirs, group_runs, load_runs
+from sagips.analysis.runs import find_run_dirs, group_runs, label_keys, load_runs
 from sagips.analysis.tables import column_title, table4, table4_markdown
 from sagips.networks import Generator
 from sagips.proxy import PMAX, PMIN
@@ -33,7 +33,7 @@ EPOCHS = (1, 5, 10)
 
 def make_config(mode: str, ranks: int, seed: int, truth: Sequence[float] = TRUTH, hidden: int = 8) -> dict:
     return {
-        "mode": mode, "ranks": ranks, "ranks_per_node": 1, "h": 1, "seed": seed,
+        "mode": mode, "ranks": ranks, "ranks_per_node": ranks, "h": 1, "seed": seed,
         "sampling": "constant", "scale": "smoke", "cluster": {"name": "local"},
         "proxy": {"truth": list(truth), "pmin": list(PMIN), "pmax": list(PMAX),
                   "grid_points": 100, "x_min": 0.1, "x_max": 0.99999},
@@ -163,6 +163,25 @@ def test_runs_are_found_recursively_and_grouped_by_all_but_seed(sweep: Path) -> 
     assert [g.label for g in groups] == ["mode=arar ranks=2", "mode=ensemble ranks=1"]
     assert [len(g.runs) for g in groups] == [3, 2]
     assert [r.seed for r in groups[0].runs] == [0, 1, 2]
+
+
+def test_labels_name_only_what_tells_groups_apart() -> None:
+    follows = [{"mode": "arar", "ranks": r, "ranks_per_node": r, "h": 1} for r in (2, 4)]
+    assert label_keys(follows) == ["ranks"]
+    split = [{"mode": "arar", "ranks": 8, "ranks_per_node": n, "h": 1} for n in (4, 8)]
+    assert label_keys(split) == ["ranks_per_node"]
+    assert label_keys([{"mode": "arar", "ranks": 2}]) == ["mode", "ranks"]
+
+
+def test_ensemble_mode_ranks_are_members(tmp_path: Path) -> None:
+    # mode=ensemble: two independent GANs in one job -> M = 2, as two single-rank seeds would give.
+    make_run(tmp_path, "ens", [0.25, 0.75])
+    row = analyze([tmp_path], noise=2).residuals.iloc[-1]
+    assert row["members"] == 2
+    assert row["r_0"] == pytest.approx(0.25, abs=1e-6)
+    assert row["sigma_0"] == pytest.approx(0.375, abs=1e-6)
+    # Each rank's own time: (10 + 10.1) / 2.
+    assert row["time_s"] == pytest.approx(10.05)
 
 
 def test_analysis_numbers(sweep: Path) -> None:

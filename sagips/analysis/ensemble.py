@@ -2,6 +2,8 @@
 
 The members of a group are aligned by checkpoint index (they share
 ``train.checkpoint_every``); the time of an index is the members' mean training time.
+For the distributed modes a run is one member, the mean over its ranks; in
+``mode=ensemble`` each rank is a member (see predictions.RunPredictions).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ SIGMA_COLS = [f"sigma_{i}" for i in range(N_PARAMS)]
 
 @dataclass(frozen=True)
 class Ensemble:
-    """The M members of one group on a common checkpoint axis."""
+    """The M members of one group on a common checkpoint axis (M >= runs in mode=ensemble)."""
 
     group: Group
     epochs: np.ndarray  # (C,)
@@ -40,16 +42,16 @@ class Ensemble:
         return self.group.first.p_true
 
 
-def align(group: Group, members: Sequence[RunPredictions]) -> Ensemble:
-    """Stack the members by checkpoint index, keeping the indices every member has."""
-    n = min(len(m.epochs) for m in members)
-    if any(len(m.epochs) != n for m in members):
-        log.warning("group %s: members have different checkpoint counts; using the first %d", group.label, n)
+def align(group: Group, runs: Sequence[RunPredictions]) -> Ensemble:
+    """Stack the members of the group's runs by checkpoint index, keeping the indices all have."""
+    n = min(len(p.epochs) for p in runs)
+    if any(len(p.epochs) != n for p in runs):
+        log.warning("group %s: runs have different checkpoint counts; using the first %d", group.label, n)
     return Ensemble(
         group,
-        members[0].epochs[:n],
-        np.mean([m.time_s[:n] for m in members], axis=0),
-        np.stack([m.member[:n] for m in members]),
+        runs[0].epochs[:n],
+        np.concatenate([p.member_time_s[:, :n] for p in runs]).mean(axis=0),
+        np.concatenate([p.members[:, :n] for p in runs]),
     )
 
 
@@ -81,8 +83,8 @@ def residual_table(ens: Ensemble) -> pd.DataFrame:
                 "checkpoint": c,
                 "epoch": int(epoch),
                 "time_s": ens.time_s[c],
-                **dict(zip(R_COLS, r, strict=True)),
-                **dict(zip(SIGMA_COLS, s, strict=True)),
+                **dict(zip(R_COLS, r)),
+                **dict(zip(SIGMA_COLS, s)),
             }
         )
     return pd.DataFrame(rows)

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse as EllipsePatch
+from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 from sagips.analysis.ensemble import R_COLS, SIGMA_COLS, confidence_ellipse
 from sagips.analysis.tables import SCALE, column_title, final_residuals
@@ -54,7 +56,7 @@ def residual_vs_time(residuals: pd.DataFrame, param: int = 0) -> Figure:
     ncols = min(len(labels), 3)
     fig, axes = _panels(-(-len(labels) // ncols), ncols)
     div, unit = _time_unit(residuals["time_s"].max())
-    for ax, label in zip(axes.flat, labels, strict=False):
+    for ax, label in zip(axes.flat, labels):
         g = residuals[residuals["group"] == label]
         t, r, s = g["time_s"] / div, g[f"r_{param}"], g[f"sigma_{param}"]
         ax.plot(t, r, color="tab:blue", label="ensemble mean")
@@ -90,7 +92,8 @@ def mean_sigma_vs_time(residuals: pd.DataFrame) -> Figure:
             top.plot(g["time_s"] / div, g["mean_sigma"], label=name)
             bottom.plot(g["time_s"] / div, g["mean_r"], label=name)
         for label, g in reference.groupby("group", sort=False):
-            style = {"color": "black", "ls": "--", "label": f"{label} (reference)"}
+            name = column_title("ensemble", _without(str(label), "mode"))
+            style = {"color": "black", "ls": "--", "label": f"{name} (reference)"}
             top.plot(g["time_s"] / div, g["mean_sigma"], **style)
             bottom.plot(g["time_s"] / div, g["mean_r"], **style)
         top.set_title(column_title(mode, ""))
@@ -99,6 +102,15 @@ def mean_sigma_vs_time(residuals: pd.DataFrame) -> Figure:
         bottom.set_xlabel(f"accumulated training time [{unit}]")
         top.legend(fontsize="small")
     return fig
+
+
+def _rank_axis(ax: Axes, ranks: pd.Series) -> None:
+    """Log-scaled axis of rank counts, ticked at the counts present and labelled as integers."""
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(ranks.unique()))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("number of ranks")
 
 
 def _series(scaling: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
@@ -122,7 +134,8 @@ def total_time_vs_ranks(scaling: pd.DataFrame) -> Figure:
             capsize=3,
             label=title,
         )
-    ax.set(xscale="log", yscale="log", xlabel="number of ranks", ylabel=f"total training time [{unit}]")
+    ax.set(yscale="log", ylabel=f"total training time [{unit}]")
+    _rank_axis(ax, scaling["ranks"])
     ax.legend(fontsize="small")
     return fig
 
@@ -140,9 +153,10 @@ def analysis_rate_vs_ranks(scaling: pd.DataFrame) -> Figure:
             row["analysis_rate"],
             color="black",
             ls="--",
-            label=f"single rank ({column_title(row['mode'], row['group'])})",
+            label=f"single rank: {column_title(row['mode'], _without(row['group'], 'ranks'))}",
         )
-    ax.set(xscale="log", yscale="log", xlabel="number of ranks", ylabel="analysis rate [events/s]")
+    ax.set(yscale="log", ylabel="analysis rate [events/s]")
+    _rank_axis(ax, scaling["ranks"])
     ax.legend(fontsize="small")
     return fig
 
@@ -151,12 +165,12 @@ def rmse_sigma_contours(subsamples: pd.DataFrame) -> Figure:
     """Fig. 9: per ensemble size M, the 95 % contour of the (RMSE, sigma) cloud of sub-ensembles."""
     labels = list(dict.fromkeys(subsamples["group"]))
     fig, axes = _panels(1, len(labels))
-    for ax, label in zip(axes.flat, labels, strict=True):
+    for ax, label in zip(axes.flat, labels):
         g = subsamples[subsamples["group"] == label]
         sizes = sorted(g["M"].unique())
         colors = _colormap(len(sizes))
         centers = []
-        for color, (size, cloud) in zip(colors, g.groupby("M"), strict=True):
+        for color, (size, cloud) in zip(colors, g.groupby("M")):
             ell = confidence_ellipse(cloud["rmse"], cloud["sigma"])
             centers.append(ell.center)
             ax.scatter(cloud["rmse"], cloud["sigma"], s=2, color=color, alpha=0.3)
@@ -201,6 +215,8 @@ def ensemble_size(subsamples: pd.DataFrame) -> Figure:
             ax.set_ylabel(name)
         axes[0, col].set_title(label)
         axes[1, col].set_xlabel("ensemble size M")
+        for ax in axes[:, col]:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 
@@ -281,15 +297,24 @@ FIGURES = (
 )
 
 
+def draw(analysis: Analysis, filename: str) -> Figure | None:
+    """The figure saved as ``filename``, or None (and one log line) when the runs do not allow it."""
+    spec = next(f for f in FIGURES if f.filename == filename)
+    if not spec.available(analysis):
+        log.warning("skipping %s: needs %s", spec.filename, spec.needs)
+        return None
+    return spec.draw(analysis)
+
+
 def write_figures(analysis: Analysis, out: Path) -> list[Path]:
     """Save every figure the runs allow; log one line for each one they do not."""
     written = []
     for spec in FIGURES:
         path = out / spec.filename
-        if not spec.available(analysis):
-            log.warning("skipping %s: needs %s", spec.filename, spec.needs)
+        fig = draw(analysis, spec.filename)
+        if fig is None:
             path.unlink(missing_ok=True)  # an older run of ours may have left it
             continue
-        spec.draw(analysis).savefig(path, dpi=120)
+        fig.savefig(path, dpi=120)
         written.append(path)
     return written

@@ -67,7 +67,7 @@ def analyze(
     if not groups:
         raise NoRunsError(f"none of the {len(paths)} run folders found can be used")
     ensembles = [align(g, [preds[r.name] for r in g.runs]) for g in groups]
-    big = [e for e in ensembles if len(e.group.runs) >= MIN_SUBSAMPLE_MEMBERS]
+    big = [e for e in ensembles if len(e.predictions) >= MIN_SUBSAMPLE_MEMBERS]
     return Analysis(
         groups=groups,
         checkpoints=checkpoint_table(groups, preds),

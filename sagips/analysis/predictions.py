@@ -22,6 +22,7 @@ from sagips.proxy import N_PARAMS
 
 DEFAULT_NOISE = 1000
 NOISE_SEED = 1234
+ENSEMBLE_MODE = "ensemble"
 
 
 def noise_batch(k: int, noise_dim: int, seed: int = NOISE_SEED) -> torch.Tensor:
@@ -57,8 +58,10 @@ def load_checkpoint(run: Run, rank: int, epoch: int) -> dict[str, Any]:
 class RunPredictions:
     """What one run's generators predict at each of its C checkpoints (R ranks, k noise vectors).
 
-    ``member`` is the run as a single ensemble member: for every noise vector the
-    mean of its ranks' predictions (section VI-A).
+    ``members`` holds the run's ensemble members, per noise vector. In the
+    distributed modes that is one member, the mean of its ranks' predictions
+    (section VI-A); in ``mode=ensemble`` every rank trains its own GAN (section
+    IV-A) and is a member by itself.
     """
 
     run: Run
@@ -66,12 +69,19 @@ class RunPredictions:
     timestamp: np.ndarray  # (R, C) Unix time at save
     train_time_s: np.ndarray  # (R, C) accumulated training time
     rank_mean: np.ndarray  # (R, C, P) each rank's p_hat, averaged over the noise batch
-    member: np.ndarray  # (C, k, P) mean over ranks, per noise vector
+    members: np.ndarray  # (m, C, k, P) with m = R in mode=ensemble, else 1
 
     @property
-    def time_s(self) -> np.ndarray:
-        """Training time of the run at each checkpoint: that of its slowest rank."""
-        return self.train_time_s.max(axis=0)
+    def member_time_s(self) -> np.ndarray:
+        """(m, C) training time of each member: its rank's, or the slowest rank's for a distributed run."""
+        if independent_ranks(self.run):
+            return self.train_time_s
+        return self.train_time_s.max(axis=0, keepdims=True)
+
+
+def independent_ranks(run: Run) -> bool:
+    """Whether the run's ranks are separate GANs (``mode=ensemble``) rather than one distributed GAN."""
+    return run.mode == ENSEMBLE_MODE
 
 
 def predict_run(run: Run, k: int = DEFAULT_NOISE, seed: int = NOISE_SEED) -> RunPredictions:
@@ -82,8 +92,10 @@ def predict_run(run: Run, k: int = DEFAULT_NOISE, seed: int = NOISE_SEED) -> Run
     shape = (run.ranks, len(run.epochs))
     timestamp, train_time = np.empty(shape), np.empty(shape)
     rank_mean = np.empty((*shape, N_PARAMS))
-    member = np.zeros((len(run.epochs), k, N_PARAMS))
+    independent = independent_ranks(run)
+    members = np.zeros((run.ranks if independent else 1, len(run.epochs), k, N_PARAMS))
     for r in range(run.ranks):
+        slot, weight = (r, 1.0) if independent else (0, 1.0 / run.ranks)
         for c, epoch in enumerate(run.epochs):
             ckpt = load_checkpoint(run, r, epoch)
             try:
@@ -95,8 +107,8 @@ def predict_run(run: Run, k: int = DEFAULT_NOISE, seed: int = NOISE_SEED) -> Run
             with torch.no_grad():
                 p_hat = proxy.to_physical(net(noise)).double().numpy()
             rank_mean[r, c] = p_hat.mean(axis=0)
-            member[c] += p_hat / run.ranks
-    return RunPredictions(run, np.asarray(run.epochs), timestamp, train_time, rank_mean, member)
+            members[slot, c] += weight * p_hat
+    return RunPredictions(run, np.asarray(run.epochs), timestamp, train_time, rank_mean, members)
 
 
 def checkpoint_table(groups: Sequence[Group], preds: dict[str, RunPredictions]) -> pd.DataFrame:

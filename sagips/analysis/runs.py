@@ -224,19 +224,36 @@ def _mode_rank(mode: str) -> int:
     return MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
 
 
+def _distinct(settings: Sequence[dict[str, Any]], keys: Sequence[str]) -> int:
+    return len({tuple(repr(s.get(k)) for k in keys) for s in settings})
+
+
+def label_keys(settings: Sequence[dict[str, Any]]) -> list[str]:
+    """Keys that tell the settings apart: ``mode`` and ``ranks`` when they differ, then the fewest others.
+
+    A key that only follows those already chosen (``ranks_per_node`` = ``ranks``)
+    is left out; with nothing differing the label is ``mode`` and ``ranks``.
+    """
+    differ = differing_keys(settings)
+    chosen = [k for k in LABEL_KEYS if k in differ]
+    for key in sorted(differ - set(LABEL_KEYS)):
+        if _distinct(settings, chosen) == len(settings):
+            break
+        if _distinct(settings, [*chosen, key]) > _distinct(settings, chosen):
+            chosen.append(key)
+    return chosen or list(LABEL_KEYS)
+
+
 def group_runs(runs: Sequence[Run]) -> list[Group]:
     """Ensemble members: runs sharing their config except ``seed`` (section VI-A).
 
-    Each group is labelled by the keys that differ between the groups (``mode`` and
-    ``ranks`` when nothing differs), e.g. ``mode=arar ranks=2``.
+    Each group is labelled by the keys that tell the groups apart, e.g. ``mode=arar ranks=2``.
     """
     buckets: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
         buckets[tuple(sorted(run.settings.items(), key=lambda kv: kv[0]))].append(run)
     members = _drop_proxy_outliers(list(buckets.values()))
-    differ = differing_keys([m[0].settings for m in members])
-    keys = [k for k in LABEL_KEYS if k in differ] + sorted(differ - set(LABEL_KEYS))
-    keys = keys or list(LABEL_KEYS)
+    keys = label_keys([m[0].settings for m in members])
     groups = [
         Group(
             " ".join(f"{k}={_show(m[0].settings.get(k))}" for k in keys),

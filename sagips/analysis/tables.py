@@ -87,7 +87,7 @@ def scaling_table(groups: Sequence[Group]) -> pd.DataFrame:
                 "group": group.label,
                 "mode": group.mode,
                 "ranks": group.ranks,
-                "members": len(group.runs),
+                "runs": len(group.runs),
                 "total_train_time_s": total.mean(),
                 "total_train_time_s_std": total.std(),
                 "analysis_rate": rate.mean(),
