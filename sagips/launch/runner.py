@@ -8,8 +8,10 @@ folder resumes it; on a finished one it does nothing.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -69,10 +71,11 @@ def _check_folder(run_dir: Path, cfg: dict[str, Any]) -> str:
         summary = ck.read_summary(run_dir)
         done = summary and summary.get("status") == "complete"
         state = "complete" if done and summary["epochs"] >= cfg["train"]["epochs"] else "resume"
-    probe = run_dir / f"{ck.TMP_PREFIX}write-test"
     try:
-        probe.write_text("")
-        probe.unlink()
+        # A probe of its own: under Slurm every task of the job checks the same folder at once.
+        fd, probe = tempfile.mkstemp(prefix=ck.TMP_PREFIX, dir=run_dir)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         raise ConfigError("hydra.run.dir", str(run_dir), f"not writable ({exc.strerror})") from exc
     return state
