@@ -1,14 +1,15 @@
 """``cluster=local``: start the ranks with ``mpiexec -n N python -m mpi4py -m sagips.worker``.
 
 ``-m mpi4py`` turns an uncaught exception on one rank into an abort of the whole
-job, and mpiexec ends every rank when one dies. The launcher forwards the ranks'
-stderr as it arrives and, when the job fails, names the rank that failed first.
+job, and mpiexec ends every rank when one dies. The launcher forwards the job's
+output as it arrives and, when the job fails, names the rank that failed first.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import selectors
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ from sagips import checkpoints as ck
 from sagips.progress import PROGRESS_ENV
 
 _FAILED = re.compile(r"\[rank (\d+)\][^\n]*rank \d+ failed: ([^\n]*)")
-_KILLED_PID = re.compile(r"PID (\d+) RUNNING AT")
+_KILLED_PID = re.compile(r"PID (\d+) RUNNING AT")  # MPICH's Hydra
+_KILLED_RANK = re.compile(r"process rank (\d+) with PID (\d+) on node \S+ exited on signal")  # Open MPI
 
 
 def worker_command(cfg: DictConfig, run_dir: Path, mpiexec: str) -> list[str]:
@@ -41,6 +43,8 @@ def _culprit(run_dir: Path, ranks: int, text: str) -> str:
     for pid in _KILLED_PID.findall(text):
         if pid in pids:
             return f"rank {pids[pid]} (pid {pid}) died"
+    if m := _KILLED_RANK.search(text):
+        return f"rank {m.group(1)} (pid {m.group(2)}) died"
     return "a rank died without a message"
 
 
@@ -48,13 +52,24 @@ def run_mpiexec(cfg: DictConfig, run_dir: Path, mpiexec: str) -> tuple[int, str]
     """Run the job to its end; returns mpiexec's exit status and, on failure, the culprit."""
     env = dict(os.environ)
     env.setdefault(PROGRESS_ENV, "bar" if sys.stderr.isatty() else "log")
-    proc = subprocess.Popen(worker_command(cfg, run_dir, mpiexec), env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(worker_command(cfg, run_dir, mpiexec), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    # MPICH's mpiexec reports a killed rank on stdout, the ranks' last words come on
+    # stderr: both are forwarded where they belong and both are searched for the culprit.
     seen = bytearray()
-    assert proc.stderr is not None
-    while chunk := os.read(proc.stderr.fileno(), 65536):
-        sys.stderr.buffer.write(chunk)
-        sys.stderr.buffer.flush()
-        seen += chunk
-        del seen[:-262144]  # the end of the output is where failures are reported
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ, sys.stdout.buffer)
+    sel.register(proc.stderr, selectors.EVENT_READ, sys.stderr.buffer)
+    while sel.get_map():
+        for key, _ in sel.select():
+            chunk = os.read(key.fd, 65536)
+            if not chunk:
+                sel.unregister(key.fileobj)
+                continue
+            key.data.write(chunk)
+            key.data.flush()
+            seen += chunk
+            del seen[:-262144]  # the end of the output is where failures are reported
+    sel.close()
     rc = proc.wait()
     return rc, ("" if rc == 0 else _culprit(run_dir, cfg.ranks, seen.decode(errors="replace")))
