@@ -14,7 +14,7 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -101,12 +101,19 @@ def _warn_if_absurd(cfg: dict[str, Any]) -> None:
                     "it will run, but this scale is meant for GPU clusters", cfg["scale"], hours)  # fmt: skip
 
 
-def _fail(message: str, run_dir: Path) -> None:
+def _fail(message: str, run_dir: Path) -> NoReturn:
     # A folder that Hydra created for this bad command alone is removed again.
     if run_dir.is_dir() and not any(run_dir.iterdir()):
         run_dir.rmdir()
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        _job_failed(message)  # a bad job of a sweep must not stop the others
     print(f"sagips: error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def _job_failed(message: str) -> NoReturn:
+    log.error("%s", message)  # now: Hydra reports only the first failure, at the sweep's end
+    raise JobFailed(message)
 
 
 def prepare(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], str, str]:
@@ -151,7 +158,7 @@ def run_job(cfg: DictConfig) -> None:
         if rc:
             message = f"job {run_dir} failed (exit {rc}): {culprit}"
             if hc.mode == RunMode.MULTIRUN:
-                raise JobFailed(message)
+                _job_failed(message)
             print(f"sagips: error: {message}", file=sys.stderr)
             sys.exit(rc if 0 < rc < 256 else 1)
     elif cfg.cluster.name == "slurm":
