@@ -51,8 +51,11 @@ class ConfigError(ValueError):
 
 def get(cfg: Mapping[str, Any], dotted: str) -> Any:
     node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, Mapping):  # e.g. train=5 replaced the whole group
+            raise ConfigError(".".join(parts[:i]), node, "must be a group of keys, not a value")
+        if part not in node:
             raise ConfigError(dotted, None, "missing")
         node = node[part]
     return node
