@@ -21,6 +21,7 @@ from sagips.progress import PROGRESS_ENV
 
 _FAILED = re.compile(r"\[rank (\d+)\][^\n]*rank \d+ failed: ([^\n]*)")
 _KILLED_PID = re.compile(r"PID (\d+) RUNNING AT")  # MPICH's Hydra
+SHM = Path("/dev/shm")
 _KILLED_RANK = re.compile(r"process rank (\d+) with PID (\d+) on node \S+ exited on signal")  # Open MPI
 
 
@@ -48,10 +49,37 @@ def _culprit(run_dir: Path, ranks: int, text: str) -> str:
     return "a rank died without a message"
 
 
+def _shm_segments() -> set[Path]:
+    return set(SHM.glob("mpich*")) if SHM.is_dir() else set()
+
+
+def remove_leaked_segments(before: set[Path]) -> list[Path]:
+    """Shared-memory segments of a failed job that MPICH left in /dev/shm (RAM until reboot).
+
+    Only segments that appeared during this job and that no live process maps are
+    removed, so a concurrent job's segment is never touched.
+    """
+    new = _shm_segments() - before
+    if not new:
+        return []
+    maps = []
+    for path in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            maps.append(path.read_text())
+        except OSError:  # a process that ended, or one of another user
+            continue
+    mapped = "\n".join(maps)
+    leaked = sorted(p for p in new if str(p) not in mapped)
+    for path in leaked:
+        path.unlink(missing_ok=True)
+    return leaked
+
+
 def run_mpiexec(cfg: DictConfig, run_dir: Path, mpiexec: str) -> tuple[int, str]:
     """Run the job to its end; returns mpiexec's exit status and, on failure, the culprit."""
     env = dict(os.environ)
     env.setdefault(PROGRESS_ENV, "bar" if sys.stderr.isatty() else "log")
+    segments = _shm_segments()
     proc = subprocess.Popen(worker_command(cfg, run_dir, mpiexec), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     # MPICH's mpiexec reports a killed rank on stdout, the ranks' last words come on
@@ -72,4 +100,7 @@ def run_mpiexec(cfg: DictConfig, run_dir: Path, mpiexec: str) -> tuple[int, str]
             del seen[:-262144]  # the end of the output is where failures are reported
     sel.close()
     rc = proc.wait()
-    return rc, ("" if rc == 0 else _culprit(run_dir, cfg.ranks, seen.decode(errors="replace")))
+    if rc == 0:
+        return rc, ""
+    remove_leaked_segments(segments)
+    return rc, _culprit(run_dir, cfg.ranks, seen.decode(errors="replace"))
