@@ -30,6 +30,8 @@ def run_name(override_dirname: str) -> str:
 
 
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+# Experiments size an inner group as min(ranks, GPUs per node): ${min:${ranks},4}.
+OmegaConf.register_new_resolver("min", min, replace=True)
 
 
 def check_group_choices(argv: list[str], root: Path) -> str | None:
