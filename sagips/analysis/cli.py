@@ -14,6 +14,13 @@ from sagips.analysis.runs import NoRunsError
 log = logging.getLogger("sagips.analysis")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="sagips-analyze",
@@ -36,7 +43,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--noise",
-        type=int,
+        type=_positive_int,
         default=DEFAULT_NOISE,
         metavar="K",
         help=f"noise vectors per generator, fixed seed (default {DEFAULT_NOISE})",

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BAND_ALPHA = 0.3
+ENOUGH_MEMBERS = "a group with at least 3 members (seeds, or ranks in mode=ensemble)"
 PANEL = (4.0, 3.0)  # inches per panel
 
 
@@ -260,13 +261,13 @@ FIGURES = (
     ),
     FigureSpec(
         "fig09_rmse_sigma.png",
-        "a group with at least 3 seeds",
+        ENOUGH_MEMBERS,
         lambda a: not a.subsamples.empty,
         lambda a: rmse_sigma_contours(a.subsamples),
     ),
     FigureSpec(
         "fig10_ensemble_size.png",
-        "a group with at least 3 seeds",
+        ENOUGH_MEMBERS,
         lambda a: not a.subsamples.empty,
         lambda a: ensemble_size(a.subsamples),
     ),
