@@ -24,6 +24,10 @@ from pathlib import Path
 from typing import Any
 
 TMP_PREFIX = ".tmp-"
+# mkstemp creates files readable by their owner only; run folders are shared with a
+# project group on clusters, so written files get the mode the umask allows instead.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 _GEN = re.compile(r"^generator_(\d{7})\.pt$")
 _STATE = re.compile(r"^state_(\d{7})\.pt$")
 
@@ -64,6 +68,7 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
+            os.fchmod(fd, 0o666 & ~_UMASK)
             write(f)
             f.flush()
             os.fsync(f.fileno())
