@@ -31,9 +31,11 @@ TRUTH = (2.0, 0.5, 2.5, 1.5, 0.5, 2.5)
 EPOCHS = (1, 5, 10)
 
 
-def make_config(mode: str, ranks: int, seed: int, truth: Sequence[float] = TRUTH, hidden: int = 8) -> dict:
+def make_config(
+    mode: str, ranks: int, seed: int, truth: Sequence[float] = TRUTH, hidden: int = 8, h: int = 1
+) -> dict:
     return {
-        "mode": mode, "ranks": ranks, "ranks_per_node": ranks, "h": 1, "seed": seed,
+        "mode": mode, "ranks": ranks, "ranks_per_node": ranks, "h": h, "seed": seed,
         "sampling": "constant", "scale": "smoke", "cluster": {"name": "local"},
         "proxy": {"truth": list(truth), "pmin": list(PMIN), "pmax": list(PMAX),
                   "grid_points": 100, "x_min": 0.1, "x_max": 0.99999},
@@ -292,3 +294,14 @@ def test_model_study_figure_with_two_model_sizes(tmp_path: Path) -> None:
         6 * 4 + 4 + 4 * 4 + 4 + 4 * 6 + 6,
         6 * 8 + 8 + 8 * 8 + 8 + 8 * 6 + 6,
     ]
+
+
+def test_weak_scaling_layout_draws_single_rank_references(tmp_path: Path) -> None:
+    # Figs. 14-16 study: one mode at ranks 1 and 2, h varied, no mode=ensemble runs at all.
+    for h in (10, 2):
+        make_run(tmp_path, f"r1h{h}", [0.5], mode="arar", h=h)
+        make_run(tmp_path, f"r2h{h}", [0.25, 0.75], mode="arar", h=h)
+    a = analyze([tmp_path], noise=2)
+    assert [g.label for g in a.groups] == ["ranks=1 h=2", "ranks=1 h=10", "ranks=2 h=2", "ranks=2 h=10"]
+    written = {p.name for p in write_outputs(a, tmp_path / "out")}
+    assert {"fig11_total_time.png", "fig12_analysis_rate.png", "fig15_16_mean_sigma_vs_time.png"} <= written

@@ -21,6 +21,7 @@ from matplotlib.patches import Ellipse as EllipsePatch
 from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 from sagips.analysis.ensemble import R_COLS, SIGMA_COLS, confidence_ellipse
+from sagips.analysis.predictions import ENSEMBLE_MODE
 from sagips.analysis.tables import SCALE, column_title, final_residuals
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BAND_ALPHA = 0.3
+MAX_CONTOURS = 10  # Fig. 9 stays readable for ensembles of 100
 ENOUGH_MEMBERS = "a group with at least 3 members (seeds, or ranks in mode=ensemble)"
 PANEL = (4.0, 3.0)  # inches per panel
 
@@ -72,29 +74,38 @@ def residual_vs_time(residuals: pd.DataFrame, param: int = 0) -> Figure:
     return fig
 
 
+def _single_gpu(data: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """The single-GPU reference of a column: ``mode=ensemble`` groups and the mode's own ranks=1 groups."""
+    return data[(data["mode"] == ENSEMBLE_MODE) | ((data["mode"] == mode) & (data["ranks"] == 1))]
+
+
+def _distributed(data: pd.DataFrame) -> pd.DataFrame:
+    return data[(data["mode"] != ENSEMBLE_MODE) & (data["ranks"] > 1)]
+
+
 def mean_sigma_vs_time(residuals: pd.DataFrame) -> Figure:
     """Figs. 15/16: spread (top) and |residual| (bottom) averaged over the parameters, x 1e3.
 
-    One column per distributed mode with a curve per group (rank count); the
-    ``ensemble`` groups are the dashed black reference in every column.
+    One column per distributed mode with a curve per group of more than one rank;
+    the single-GPU groups are the dashed black reference (see ``_single_gpu``).
     """
     data = residuals.assign(
         mean_r=residuals[R_COLS].abs().mean(axis=1) * SCALE,
         mean_sigma=residuals[SIGMA_COLS].mean(axis=1) * SCALE,
     )
-    reference = data[data["mode"] == "ensemble"]
-    modes = list(dict.fromkeys(data.loc[data["mode"] != "ensemble", "mode"]))
+    modes = list(dict.fromkeys(_distributed(data)["mode"]))
     fig, axes = _panels(2, len(modes))
     div, unit = _time_unit(data["time_s"].max())
     for col, mode in enumerate(modes):
         top, bottom = axes[0, col], axes[1, col]
-        for label, g in data[data["mode"] == mode].groupby("group", sort=False):
+        curves = _distributed(data)
+        for label, g in curves[curves["mode"] == mode].groupby("group", sort=False):
             name = _without(str(label), "mode") or mode
             top.plot(g["time_s"] / div, g["mean_sigma"], label=name)
             bottom.plot(g["time_s"] / div, g["mean_r"], label=name)
-        for label, g in reference.groupby("group", sort=False):
-            name = column_title("ensemble", _without(str(label), "mode"))
-            style = {"color": "black", "ls": "--", "label": f"{name} (reference)"}
+        for label, g in _single_gpu(data, mode).groupby("group", sort=False):
+            name = column_title(g["mode"].iloc[0], str(label))
+            style = {"color": "black", "ls": "--", "label": f"{name} (single GPU)"}
             top.plot(g["time_s"] / div, g["mean_sigma"], **style)
             bottom.plot(g["time_s"] / div, g["mean_r"], **style)
         top.set_title(column_title(mode, ""))
@@ -142,20 +153,15 @@ def total_time_vs_ranks(scaling: pd.DataFrame) -> Figure:
 
 
 def analysis_rate_vs_ranks(scaling: pd.DataFrame) -> Figure:
-    """Fig. 12: eq. (9) analysis rate vs ranks, log-log, with the single-rank rate as a dashed line."""
+    """Fig. 12: eq. (9) analysis rate vs ranks, log-log; dashed: the mean rate of the single-rank groups."""
     fig, axes = _panels(1, 1)
     ax = axes[0, 0]
     for title, g in _series(scaling):
         ax.errorbar(
             g["ranks"], g["analysis_rate"], yerr=g["analysis_rate_std"], marker="o", capsize=3, label=title
         )
-    for _, row in scaling[scaling["ranks"] == 1].iterrows():
-        ax.axhline(
-            row["analysis_rate"],
-            color="black",
-            ls="--",
-            label=f"single rank: {column_title(row['mode'], _without(row['group'], 'ranks'))}",
-        )
+    single = scaling.loc[scaling["ranks"] == 1, "analysis_rate"].mean()
+    ax.axhline(single, color="black", ls="--", label="single rank")
     ax.set(yscale="log", ylabel="analysis rate [events/s]")
     _rank_axis(ax, scaling["ranks"])
     ax.legend(fontsize="small")
@@ -163,15 +169,19 @@ def analysis_rate_vs_ranks(scaling: pd.DataFrame) -> Figure:
 
 
 def rmse_sigma_contours(subsamples: pd.DataFrame) -> Figure:
-    """Fig. 9: per ensemble size M, the 95 % contour of the (RMSE, sigma) cloud of sub-ensembles."""
+    """Fig. 9: per ensemble size M, the 95 % contour of the (RMSE, sigma) cloud of sub-ensembles.
+
+    At most MAX_CONTOURS sizes are drawn, spread evenly from the smallest to the largest.
+    """
     labels = list(dict.fromkeys(subsamples["group"]))
     fig, axes = _panels(1, len(labels))
     for ax, label in zip(axes.flat, labels):
         g = subsamples[subsamples["group"] == label]
-        sizes = sorted(g["M"].unique())
-        colors = _colormap(len(sizes))
+        sizes = np.unique(g["M"])
+        sizes = sizes[np.unique(np.linspace(0, len(sizes) - 1, MAX_CONTOURS).round().astype(int))]
         centers = []
-        for color, (size, cloud) in zip(colors, g.groupby("M")):
+        for color, size in zip(_colormap(len(sizes)), sizes):
+            cloud = g[g["M"] == size]
             ell = confidence_ellipse(cloud["rmse"], cloud["sigma"])
             centers.append(ell.center)
             ax.scatter(cloud["rmse"], cloud["sigma"], s=2, color=color, alpha=0.3)
@@ -223,7 +233,7 @@ def ensemble_size(subsamples: pd.DataFrame) -> Figure:
 
 def _model_points(residuals: pd.DataFrame) -> pd.DataFrame:
     final = final_residuals(residuals)
-    return final[final["mode"] == "ensemble"].sort_values("generator_params")
+    return final[final["mode"] == ENSEMBLE_MODE].sort_values("generator_params")
 
 
 def model_study(residuals: pd.DataFrame) -> Figure:
@@ -291,8 +301,8 @@ FIGURES = (
     ),
     FigureSpec(
         "fig15_16_mean_sigma_vs_time.png",
-        "runs of a distributed mode (anything but mode=ensemble)",
-        lambda a: bool((a.residuals["mode"] != "ensemble").any()),
+        "runs of a distributed mode (not mode=ensemble) with more than one rank",
+        lambda a: not _distributed(a.residuals).empty,
         lambda a: mean_sigma_vs_time(a.residuals),
     ),
 )

@@ -254,14 +254,21 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
         buckets[tuple(sorted(run.settings.items(), key=lambda kv: kv[0]))].append(run)
     members = _drop_proxy_outliers(list(buckets.values()))
     keys = label_keys([m[0].settings for m in members])
-    groups = [
+    members.sort(
+        key=lambda m: (_mode_rank(m[0].mode), m[0].ranks, [_order(m[0].settings.get(k)) for k in keys])
+    )
+    return [
         Group(
             " ".join(f"{k}={_show(m[0].settings.get(k))}" for k in keys),
             tuple(sorted(m, key=lambda r: (r.seed, r.name))),
         )
         for m in members
     ]
-    return sorted(groups, key=lambda g: (_mode_rank(g.mode), g.ranks, g.label))
+
+
+def _order(value: Any) -> tuple[int, float | str]:
+    """Numbers in numeric order (h=2 before h=10), then everything else by its text."""
+    return (0, float(value)) if isinstance(value, int | float) else (1, str(value))
 
 
 def _show(value: Any) -> str:
