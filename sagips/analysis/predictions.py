@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from sagips import checkpoints
-from sagips.analysis.runs import Group, Run, RunError
+from sagips.analysis.runs import Group, Run, RunError, first_line
 from sagips.networks import Generator, n_trainable
 from sagips.proxy import N_PARAMS
 
@@ -51,7 +51,7 @@ def load_checkpoint(run: Run, rank: int, epoch: int) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated, corrupt or foreign files alike
-        raise RunError(f"unreadable checkpoint {path.name} of rank {rank} ({exc})") from exc
+        raise RunError(f"unreadable checkpoint {path.name} of rank {rank} ({first_line(exc)})") from exc
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,9 @@ def predict_run(run: Run, k: int = DEFAULT_NOISE, seed: int = NOISE_SEED) -> Run
                 timestamp[r, c] = float(ckpt["timestamp"])
                 train_time[r, c] = float(ckpt["train_time_s"])
             except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-                raise RunError(f"malformed checkpoint of rank {r} at epoch {epoch} ({exc})") from exc
+                raise RunError(
+                    f"malformed checkpoint of rank {r} at epoch {epoch} ({first_line(exc)})"
+                ) from exc
             with torch.no_grad():
                 p_hat = proxy.to_physical(net(noise)).double().numpy()
             rank_mean[r, c] = p_hat.mean(axis=0)

@@ -37,6 +37,12 @@ class RunError(Exception):
     """A run folder the analysis cannot use; the message says why."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception as one line, so that each skipped run gets exactly one warning line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class NoRunsError(Exception):
     """The inputs hold no usable run folder."""
 
@@ -148,11 +154,11 @@ def load_run(path: Path, name: str) -> Run:
             raise TypeError("not a mapping")
         flat = flatten(OmegaConf.to_container(cfg, resolve=True))
     except Exception as exc:  # noqa: BLE001 - any unreadable config is one reason to skip
-        raise RunError(f"unreadable .hydra/config.yaml ({exc})") from exc
+        raise RunError(f"unreadable .hydra/config.yaml ({first_line(exc)})") from exc
     try:
         summary = checkpoints.read_summary(path)
     except (OSError, json.JSONDecodeError) as exc:
-        raise RunError(f"unreadable summary.json ({exc})") from exc
+        raise RunError(f"unreadable summary.json ({first_line(exc)})") from exc
     if summary is None:
         raise RunError("no summary.json (unfinished run)")
     if summary.get("status") != "complete":
@@ -163,7 +169,7 @@ def load_run(path: Path, name: str) -> Run:
         ranks, _, _ = int(cfg.ranks), int(cfg.seed), str(cfg.mode)
         proxy_config(cfg)
     except Exception as exc:  # noqa: BLE001 - a missing or malformed key
-        raise RunError(f"config lacks what the analysis needs ({exc})") from exc
+        raise RunError(f"config lacks what the analysis needs ({first_line(exc)})") from exc
     per_rank = [tuple(checkpoints.generator_epochs(path, r)) for r in range(ranks)]
     if not all(per_rank):
         missing = [r for r, epochs in enumerate(per_rank) if not epochs]
