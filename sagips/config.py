@@ -25,6 +25,7 @@ CHOICES = {
     "cluster.name": CLUSTERS,
     "sampling": SAMPLINGS,
     "train.loss": ("mse", "bce"),
+    "train.lr_schedule": ("constant", "cosine"),
     "train.nonfinite": ("abort", "skip"),
     "train.device": ("auto", "cpu", "cuda"),
     "transport.algorithm": ("ring", "chunked"),

@@ -13,9 +13,8 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +32,7 @@ from sagips.proxy import ProxyApp, ProxyConfig
 from sagips.transport import make_transport
 
 log = logging.getLogger(__name__)
+LR_FLOOR = 0.05  # cosine schedule: final rate as a fraction of the initial one
 FAULT_ENV = "SAGIPS_FAULT"  # test-only: "KIND:RANK:EPOCH", KIND in raise|nan|kill
 
 
@@ -112,7 +112,6 @@ class Totals:
     comm_s: float = 0.0
     skipped: int = 0
     max_staleness: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Trainer:
@@ -152,6 +151,11 @@ class Trainer:
         betas = (0.5, 0.999)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=betas)
+        # The paper keeps both rates constant; a cosine decay settles a short CPU run.
+        self.schedules = [
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs, eta_min=lr * LR_FLOOR)
+            for opt, lr in ((self.opt_g, t.lr_g), (self.opt_d, t.lr_d))
+        ] if t.lr_schedule == "cosine" else []  # fmt: skip
         tr = cfg.transport
         self.transport = make_transport(
             cfg.mode, comm, list(self.G.parameters()), ranks_per_node=cfg.ranks_per_node, h=cfg.h,
@@ -200,6 +204,8 @@ class Trainer:
         if not skipped:
             self.opt_g.step()
         self.opt_d.step()
+        for schedule in self.schedules:
+            schedule.step()
         return EpochResult(g_loss.item(), d_loss.item(), stats.comm_s, stats.staleness, skipped)
 
     def _grads_finite(self) -> bool:
@@ -227,6 +233,7 @@ class Trainer:
         state = dict(
             generator=self.G.state_dict(), discriminator=self.D.state_dict(),
             opt_g=self.opt_g.state_dict(), opt_d=self.opt_d.state_dict(),
+            schedules=[sch.state_dict() for sch in self.schedules],
             torch_rng=torch.get_rng_state(), totals=self.totals.__dict__, **common,
         )  # fmt: skip
         if self.device.type == "cuda":
@@ -240,6 +247,8 @@ class Trainer:
         self.D.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        for schedule, saved in zip(self.schedules, state["schedules"]):
+            schedule.load_state_dict(saved)
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
