@@ -216,6 +216,10 @@ def test_analysis_numbers(sweep: Path) -> None:
     assert set(a.subsamples["group"]) == {"mode=arar ranks=2"}
     assert sorted(a.subsamples["M"].unique()) == [2, 3]
     assert len(a.subsamples) == 2 * 300
+    # Every ARAR member predicts q = 0.5: p = (1.5, 0, 2.5, 1.5, 0, 2.5) against TRUTH gives
+    # r = (0.25, 1, 0, 0, 1, 0), RMSE sqrt(2.0625 / 6), and no spread, whichever members are drawn.
+    np.testing.assert_allclose(a.subsamples["rmse"], math.sqrt(2.0625 / 6), rtol=1e-6)
+    np.testing.assert_allclose(a.subsamples["sigma"], 0.0, atol=1e-7)
 
 
 def test_noise_batch_is_fixed(sweep: Path) -> None:

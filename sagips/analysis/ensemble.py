@@ -26,6 +26,7 @@ SUBSAMPLE_DRAWS = 300
 SUBSAMPLE_SEED = 4321
 R_COLS = [f"r_{i}" for i in range(N_PARAMS)]
 SIGMA_COLS = [f"sigma_{i}" for i in range(N_PARAMS)]
+SUBSAMPLE_COLS = ["group", "M", "draw", "rmse", "sigma", "r_0", "sigma_0"]
 
 
 @dataclass(frozen=True)
@@ -108,18 +109,8 @@ def subsample_table(ens: Ensemble, draws: int = SUBSAMPLE_DRAWS, seed: int = SUB
         for draw in range(draws):
             pick = rng.choice(len(final), size=size, replace=False)
             r, s = ensemble_residuals(ens.p_true, final[pick])
-            rows.append(
-                {
-                    "group": ens.group.label,
-                    "M": size,
-                    "draw": draw,
-                    "rmse": rmse(r),
-                    "sigma": float(s.mean()),
-                    "r_0": r[0],
-                    "sigma_0": s[0],
-                }
-            )
-    return pd.DataFrame(rows)
+            rows.append((ens.group.label, size, draw, rmse(r), float(s.mean()), r[0], s[0]))
+    return pd.DataFrame(rows, columns=SUBSAMPLE_COLS)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from sagips.analysis import figures
-from sagips.analysis.ensemble import align, residual_table, subsample_table
+from sagips.analysis.ensemble import SUBSAMPLE_COLS, align, residual_table, subsample_table
 from sagips.analysis.predictions import (
     DEFAULT_NOISE,
     NOISE_SEED,
@@ -75,7 +75,7 @@ def analyze(
         scaling=scaling_table(groups),
         subsamples=pd.concat([subsample_table(e) for e in big], ignore_index=True)
         if big
-        else pd.DataFrame(columns=["group", "M", "draw", "rmse", "sigma", "r_0", "sigma_0"]),
+        else pd.DataFrame(columns=SUBSAMPLE_COLS),
     )
 
 
