@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 from sagips.analysis.ensemble import R_COLS, SIGMA_COLS, confidence_ellipse
 from sagips.analysis.predictions import ENSEMBLE_MODE
-from sagips.analysis.tables import SCALE, column_title, final_residuals
+from sagips.analysis.tables import MODE_LABELS, SCALE, column_title, final_residuals
 
 if TYPE_CHECKING:
     from sagips.analysis.pipeline import Analysis
@@ -35,9 +35,9 @@ ENOUGH_MEMBERS = "a group with at least 3 members (seeds, or ranks in mode=ensem
 PANEL = (4.0, 3.0)  # inches per panel
 
 
-def _panels(nrows: int, ncols: int) -> tuple[Figure, np.ndarray]:
+def _panels(nrows: int, ncols: int, sharey: bool = False) -> tuple[Figure, np.ndarray]:
     fig = Figure(figsize=(PANEL[0] * ncols, PANEL[1] * nrows), layout="constrained")
-    return fig, np.asarray(fig.subplots(nrows, ncols, squeeze=False))
+    return fig, np.asarray(fig.subplots(nrows, ncols, squeeze=False, sharey=sharey))
 
 
 def _time_unit(seconds: float) -> tuple[float, str]:
@@ -57,7 +57,7 @@ def residual_vs_time(residuals: pd.DataFrame, param: int = 0) -> Figure:
     """Figs. 13/14: eq. (6) residual of the ensemble mean vs training time, 1 sigma band per group."""
     labels = list(dict.fromkeys(residuals["group"]))
     ncols = min(len(labels), 3)
-    fig, axes = _panels(-(-len(labels) // ncols), ncols)
+    fig, axes = _panels(-(-len(labels) // ncols), ncols, sharey=True)
     div, unit = _time_unit(residuals["time_s"].max())
     for ax, label in zip(axes.flat, labels):
         g = residuals[residuals["group"] == label]
@@ -65,9 +65,12 @@ def residual_vs_time(residuals: pd.DataFrame, param: int = 0) -> Figure:
         ax.plot(t, r, color="tab:blue", label="ensemble mean")
         ax.fill_between(t, r - s, r + s, color="tab:blue", alpha=BAND_ALPHA, label=r"1$\sigma$")
         ax.axhline(0.0, color="grey", lw=0.8, ls=":")
-        ax.set_title(f"{column_title(g['mode'].iloc[0], label)}, M={g['members'].iloc[0]}")
+        rest = _without(label, "mode")
+        title = MODE_LABELS.get(g["mode"].iloc[0], g["mode"].iloc[0])
+        ax.set_title(f"{title}, M={g['members'].iloc[0]}" + (f"\n{rest}" if rest else ""), fontsize="medium")
         ax.set_xlabel(f"accumulated training time [{unit}]")
         ax.set_ylabel(rf"normalised residual $\hat r_{param}$")
+        ax.set_xlim(0.0, 1.02 * residuals["time_s"].max() / div)  # one time scale for all panels
     for ax in axes.flat[len(labels) :]:
         ax.set_visible(False)
     axes.flat[0].legend()
@@ -105,7 +108,7 @@ def mean_sigma_vs_time(residuals: pd.DataFrame) -> Figure:
             bottom.plot(g["time_s"] / div, g["mean_r"], label=name)
         for label, g in _single_gpu(data, mode).groupby("group", sort=False):
             name = column_title(g["mode"].iloc[0], str(label))
-            style = {"color": "black", "ls": "--", "label": f"{name} (single GPU)"}
+            style = {"color": "black", "ls": "--", "label": f"single GPU: {name}"}
             top.plot(g["time_s"] / div, g["mean_sigma"], **style)
             bottom.plot(g["time_s"] / div, g["mean_r"], **style)
         top.set_title(column_title(mode, ""))
@@ -116,13 +119,13 @@ def mean_sigma_vs_time(residuals: pd.DataFrame) -> Figure:
     return fig
 
 
-def _rank_axis(ax: Axes, ranks: pd.Series) -> None:
-    """Log-scaled axis of rank counts, ticked at the counts present and labelled as integers."""
+def _log_x(ax: Axes, values: pd.Series, label: str) -> None:
+    """Log-scaled x axis ticked at the values present, labelled as plain numbers."""
     ax.set_xscale("log")
-    ax.set_xticks(sorted(ranks.unique()))
+    ax.set_xticks(sorted(values.unique()))
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("number of ranks")
+    ax.set_xlabel(label)
 
 
 def _series(scaling: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
@@ -147,7 +150,7 @@ def total_time_vs_ranks(scaling: pd.DataFrame) -> Figure:
             label=title,
         )
     ax.set(yscale="log", ylabel=f"total training time [{unit}]")
-    _rank_axis(ax, scaling["ranks"])
+    _log_x(ax, scaling["ranks"], "number of ranks")
     ax.legend(fontsize="small")
     return fig
 
@@ -163,7 +166,7 @@ def analysis_rate_vs_ranks(scaling: pd.DataFrame) -> Figure:
     single = scaling.loc[scaling["ranks"] == 1, "analysis_rate"].mean()
     ax.axhline(single, color="black", ls="--", label="single rank")
     ax.set(yscale="log", ylabel="analysis rate [events/s]")
-    _rank_axis(ax, scaling["ranks"])
+    _log_x(ax, scaling["ranks"], "number of ranks")
     ax.legend(fontsize="small")
     return fig
 
@@ -239,13 +242,14 @@ def _model_points(residuals: pd.DataFrame) -> pd.DataFrame:
 def model_study(residuals: pd.DataFrame) -> Figure:
     """Fig. 8: final sigma_0 (top) and r_0 (bottom) of ensembles vs generator size, per batch size."""
     fig, axes = _panels(2, 1)
-    for batch, g in _model_points(residuals).groupby("disc_batch"):
-        axes[0, 0].plot(g["generator_params"], g["sigma_0"], marker="o", label=f"batch {batch}")
-        axes[1, 0].plot(g["generator_params"], g["r_0"], marker="o", label=f"batch {batch}")
+    points = _model_points(residuals)
+    for batch, g in points.groupby("disc_batch"):
+        axes[0, 0].plot(g["generator_params"], g["sigma_0"], marker="o", label=f"discriminator batch {batch}")
+        axes[1, 0].plot(g["generator_params"], g["r_0"], marker="o", label=f"discriminator batch {batch}")
     axes[0, 0].set_ylabel(r"$\sigma$ of $\hat r_0$")
     axes[1, 0].set_ylabel(r"$\hat r_0$")
     for ax in axes[:, 0]:
-        ax.set(xscale="log", xlabel="generator parameters")
+        _log_x(ax, points["generator_params"], "generator parameters")
         ax.legend(fontsize="small")
     return fig
 
