@@ -228,6 +228,8 @@ def test_noise_batch_is_fixed(sweep: Path) -> None:
 
 
 def test_bad_runs_are_reported_and_left_out(sweep: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A temporary left by a killed write is no checkpoint: the run it sits in stays usable.
+    (checkpoints.rank_dir(sweep / "mode=arar,ranks=2,seed=0", 1) / ".tmp-x1y2").write_bytes(b"half")
     truncated = make_run(sweep, "truncated", [0.5], seed=7)
     path = checkpoints.generator_path(truncated, 0, EPOCHS[-1])
     path.write_bytes(path.read_bytes()[:100])

@@ -6,11 +6,7 @@ the Agg canvas and notebooks can display the returned objects.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -24,14 +20,8 @@ from sagips.analysis.ensemble import R_COLS, SIGMA_COLS, confidence_ellipse
 from sagips.analysis.predictions import ENSEMBLE_MODE
 from sagips.analysis.tables import MODE_LABELS, SCALE, column_title, final_residuals
 
-if TYPE_CHECKING:
-    from sagips.analysis.pipeline import Analysis
-
-log = logging.getLogger(__name__)
-
 BAND_ALPHA = 0.3
 MAX_CONTOURS = 10  # Fig. 9 stays readable for ensembles of 100
-ENOUGH_MEMBERS = "a group with at least 3 members (seeds, or ranks in mode=ensemble)"
 PANEL = (4.0, 3.0)  # inches per panel
 
 
@@ -82,7 +72,8 @@ def _single_gpu(data: pd.DataFrame, mode: str) -> pd.DataFrame:
     return data[(data["mode"] == ENSEMBLE_MODE) | ((data["mode"] == mode) & (data["ranks"] == 1))]
 
 
-def _distributed(data: pd.DataFrame) -> pd.DataFrame:
+def distributed(data: pd.DataFrame) -> pd.DataFrame:
+    """Rows of groups trained as one distributed GAN: not ``mode=ensemble``, more than one rank."""
     return data[(data["mode"] != ENSEMBLE_MODE) & (data["ranks"] > 1)]
 
 
@@ -96,12 +87,12 @@ def mean_sigma_vs_time(residuals: pd.DataFrame) -> Figure:
         mean_r=residuals[R_COLS].abs().mean(axis=1) * SCALE,
         mean_sigma=residuals[SIGMA_COLS].mean(axis=1) * SCALE,
     )
-    modes = list(dict.fromkeys(_distributed(data)["mode"]))
+    modes = list(dict.fromkeys(distributed(data)["mode"]))
     fig, axes = _panels(2, len(modes))
     div, unit = _time_unit(data["time_s"].max())
     for col, mode in enumerate(modes):
         top, bottom = axes[0, col], axes[1, col]
-        curves = _distributed(data)
+        curves = distributed(data)
         for label, g in curves[curves["mode"] == mode].groupby("group", sort=False):
             name = _without(str(label), "mode") or mode
             top.plot(g["time_s"] / div, g["mean_sigma"], label=name)
@@ -234,7 +225,8 @@ def ensemble_size(subsamples: pd.DataFrame) -> Figure:
     return fig
 
 
-def _model_points(residuals: pd.DataFrame) -> pd.DataFrame:
+def model_points(residuals: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 8's points: the last checkpoint of every ``mode=ensemble`` group, by generator size."""
     final = final_residuals(residuals)
     return final[final["mode"] == ENSEMBLE_MODE].sort_values("generator_params")
 
@@ -242,7 +234,7 @@ def _model_points(residuals: pd.DataFrame) -> pd.DataFrame:
 def model_study(residuals: pd.DataFrame) -> Figure:
     """Fig. 8: final sigma_0 (top) and r_0 (bottom) of ensembles vs generator size, per batch size."""
     fig, axes = _panels(2, 1)
-    points = _model_points(residuals)
+    points = model_points(residuals)
     for batch, g in points.groupby("disc_batch"):
         axes[0, 0].plot(g["generator_params"], g["sigma_0"], marker="o", label=f"discriminator batch {batch}")
         axes[1, 0].plot(g["generator_params"], g["r_0"], marker="o", label=f"discriminator batch {batch}")
@@ -252,84 +244,3 @@ def model_study(residuals: pd.DataFrame) -> Figure:
         _log_x(ax, points["generator_params"], "generator parameters")
         ax.legend(fontsize="small")
     return fig
-
-
-@dataclass(frozen=True)
-class FigureSpec:
-    filename: str
-    needs: str
-    available: Callable[[Analysis], bool]
-    draw: Callable[[Analysis], Figure]
-
-
-def _n_models(a: Analysis) -> int:
-    return len(_model_points(a.residuals)[["generator_params", "disc_batch"]].drop_duplicates())
-
-
-FIGURES = (
-    FigureSpec(
-        "fig08_models.png",
-        "ensemble-mode groups that differ in model size or batch size",
-        lambda a: _n_models(a) > 1,
-        lambda a: model_study(a.residuals),
-    ),
-    FigureSpec(
-        "fig09_rmse_sigma.png",
-        ENOUGH_MEMBERS,
-        lambda a: not a.subsamples.empty,
-        lambda a: rmse_sigma_contours(a.subsamples),
-    ),
-    FigureSpec(
-        "fig10_ensemble_size.png",
-        ENOUGH_MEMBERS,
-        lambda a: not a.subsamples.empty,
-        lambda a: ensemble_size(a.subsamples),
-    ),
-    FigureSpec(
-        "fig11_total_time.png",
-        "runs at two or more rank counts",
-        lambda a: a.scaling["ranks"].nunique() > 1,
-        lambda a: total_time_vs_ranks(a.scaling),
-    ),
-    FigureSpec(
-        "fig12_analysis_rate.png",
-        "a single-rank run and runs with more ranks",
-        lambda a: a.scaling["ranks"].min() == 1 and a.scaling["ranks"].max() > 1,
-        lambda a: analysis_rate_vs_ranks(a.scaling),
-    ),
-    FigureSpec(
-        "fig13_14_residual_vs_time.png",
-        "at least one run group",
-        lambda a: not a.residuals.empty,
-        lambda a: residual_vs_time(a.residuals),
-    ),
-    FigureSpec(
-        "fig15_16_mean_sigma_vs_time.png",
-        "runs of a distributed mode (not mode=ensemble) with more than one rank",
-        lambda a: not _distributed(a.residuals).empty,
-        lambda a: mean_sigma_vs_time(a.residuals),
-    ),
-)
-
-
-def draw(analysis: Analysis, filename: str) -> Figure | None:
-    """The figure saved as ``filename``, or None (and one log line) when the runs do not allow it."""
-    spec = next(f for f in FIGURES if f.filename == filename)
-    if not spec.available(analysis):
-        log.warning("skipping %s: needs %s", spec.filename, spec.needs)
-        return None
-    return spec.draw(analysis)
-
-
-def write_figures(analysis: Analysis, out: Path) -> list[Path]:
-    """Save every figure the runs allow; log one line for each one they do not."""
-    written = []
-    for spec in FIGURES:
-        path = out / spec.filename
-        fig = draw(analysis, spec.filename)
-        if fig is None:
-            path.unlink(missing_ok=True)  # an older run of ours may have left it
-            continue
-        fig.savefig(path, dpi=120)
-        written.append(path)
-    return written

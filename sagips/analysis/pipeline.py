@@ -1,14 +1,19 @@
-"""From run folders to the results of section VI: one call for the CLI and the notebooks."""
+"""From run folders to the results of section VI: one call for the CLI and the notebooks.
+
+``analyze`` computes the tables; ``draw`` gives one figure when the runs allow it;
+``write_outputs`` writes everything INTERFACE.md names.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from sagips.analysis import figures
 from sagips.analysis.ensemble import SUBSAMPLE_COLS, align, residual_table, subsample_table
@@ -96,4 +101,88 @@ def write_outputs(analysis: Analysis, out: Path) -> list[Path]:
     analysis.scaling.to_csv(out / "scaling.csv", index=False)
     t4.to_csv(out / "table4.csv")
     (out / "table4.md").write_text(table4_markdown(t4))
-    return [out / name for name in TABLES] + figures.write_figures(analysis, out)
+    return [out / name for name in TABLES] + write_figures(analysis, out)
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One output figure: its file, what runs it needs, whether they are there, how to draw it."""
+
+    filename: str
+    needs: str
+    available: Callable[[Analysis], bool]
+    draw: Callable[[Analysis], Figure]
+
+
+def _n_models(a: Analysis) -> int:
+    return len(figures.model_points(a.residuals)[["generator_params", "disc_batch"]].drop_duplicates())
+
+
+ENOUGH_MEMBERS = f"a group with at least {MIN_SUBSAMPLE_MEMBERS} members (seeds, or ranks in mode=ensemble)"
+FIGURES = (
+    FigureSpec(
+        "fig08_models.png",
+        "ensemble-mode groups that differ in model size or batch size",
+        lambda a: _n_models(a) > 1,
+        lambda a: figures.model_study(a.residuals),
+    ),
+    FigureSpec(
+        "fig09_rmse_sigma.png",
+        ENOUGH_MEMBERS,
+        lambda a: not a.subsamples.empty,
+        lambda a: figures.rmse_sigma_contours(a.subsamples),
+    ),
+    FigureSpec(
+        "fig10_ensemble_size.png",
+        ENOUGH_MEMBERS,
+        lambda a: not a.subsamples.empty,
+        lambda a: figures.ensemble_size(a.subsamples),
+    ),
+    FigureSpec(
+        "fig11_total_time.png",
+        "runs at two or more rank counts",
+        lambda a: a.scaling["ranks"].nunique() > 1,
+        lambda a: figures.total_time_vs_ranks(a.scaling),
+    ),
+    FigureSpec(
+        "fig12_analysis_rate.png",
+        "a single-rank run and runs with more ranks",
+        lambda a: a.scaling["ranks"].min() == 1 and a.scaling["ranks"].max() > 1,
+        lambda a: figures.analysis_rate_vs_ranks(a.scaling),
+    ),
+    FigureSpec(
+        "fig13_14_residual_vs_time.png",
+        "at least one run group",
+        lambda a: not a.residuals.empty,
+        lambda a: figures.residual_vs_time(a.residuals),
+    ),
+    FigureSpec(
+        "fig15_16_mean_sigma_vs_time.png",
+        "runs of a distributed mode (not mode=ensemble) with more than one rank",
+        lambda a: not figures.distributed(a.residuals).empty,
+        lambda a: figures.mean_sigma_vs_time(a.residuals),
+    ),
+)
+
+
+def draw(analysis: Analysis, filename: str) -> Figure | None:
+    """The figure saved as ``filename``, or None (and one log line) when the runs do not allow it."""
+    spec = next(f for f in FIGURES if f.filename == filename)
+    if not spec.available(analysis):
+        log.warning("skipping %s: needs %s", spec.filename, spec.needs)
+        return None
+    return spec.draw(analysis)
+
+
+def write_figures(analysis: Analysis, out: Path) -> list[Path]:
+    """Save every figure the runs allow; log one line for each one they do not."""
+    written = []
+    for spec in FIGURES:
+        path = out / spec.filename
+        fig = draw(analysis, spec.filename)
+        if fig is None:
+            path.unlink(missing_ok=True)  # an older run of ours may have left it
+            continue
+        fig.savefig(path, dpi=120)
+        written.append(path)
+    return written
