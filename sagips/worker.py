@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -39,7 +40,9 @@ def run(run_dir: Path, cfg: DictConfig) -> None:
     if rank == 0:
         ck.remove_temporaries(run_dir)
     comm.Barrier()
-    ck.atomic_write(ck.pid_path(run_dir, rank), lambda f: f.write(f"{os.getpid()}\n"), "w")
+    # pid and host: the launcher watches the ranks of its own host (sagips.launch.local)
+    me = f"{os.getpid()} {socket.gethostname()}\n"
+    ck.atomic_write(ck.pid_path(run_dir, rank), lambda f: f.write(me), "w")
     try:
         Trainer(cfg, comm, run_dir).train()
     except BaseException as exc:

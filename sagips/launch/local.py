@@ -2,7 +2,9 @@
 
 ``-m mpi4py`` turns an uncaught exception on one rank into an abort of the whole
 job, and mpiexec ends every rank when one dies. The launcher forwards the job's
-output as it arrives and, when the job fails, names the rank that failed first.
+output as it arrives and, when the job fails, names the rank that failed first:
+from the rank's own last words, or, for a rank that was killed, from the order
+in which the ranks' processes ended.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import selectors
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,18 +35,79 @@ def worker_command(cfg: DictConfig, run_dir: Path, mpiexec: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _culprit(run_dir: Path, ranks: int, text: str) -> str:
-    """Which rank failed, from the workers' own last words or the launcher's kill report."""
+def read_pid(run_dir: Path, rank: int) -> tuple[int, str] | None:
+    """(pid, host) that a rank of the current start wrote, or None before it did."""
+    path = ck.pid_path(run_dir, rank)
+    try:
+        pid, host = path.read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(pid), host
+
+
+class DeathWatch:
+    """The order in which the ranks' processes end, through pidfds (Linux >= 5.3).
+
+    mpiexec's own report names whichever process it reaped first after killing the
+    rest, often not the one that died. A pidfd becomes readable the moment its
+    process ends, so a rank whose pidfd fires alone, first, is the one that died.
+    Trusted only when every rank runs on this host and was watched before any ended.
+    """
+
+    def __init__(self, run_dir: Path, ranks: int, sel: selectors.BaseSelector) -> None:
+        self.run_dir, self.ranks, self.sel = run_dir, ranks, sel
+        self.pids: dict[int, int] = {}  # rank -> pid
+        self.fds: dict[int, int] = {}  # rank -> pidfd
+        self.first: list[int] = []  # the ranks that ended at the first wake-up
+        self.usable = hasattr(os, "pidfd_open")
+        self.host = socket.gethostname()
+
+    def look(self) -> None:
+        """Watch the ranks whose pid files appeared since the last look."""
+        for rank in range(self.ranks):
+            if not self.usable or rank in self.pids or (found := read_pid(self.run_dir, rank)) is None:
+                continue
+            pid, host = found
+            try:
+                fd = os.pidfd_open(pid) if host == self.host else -1
+            except OSError:  # it has ended already, before it could be watched
+                fd = -1
+            if fd < 0:
+                self.usable = False
+                continue
+            self.pids[rank], self.fds[rank] = pid, fd
+            self.sel.register(fd, selectors.EVENT_READ, rank)
+
+    def ended(self, ranks: list[int]) -> None:
+        if not self.first:
+            self.first = sorted(ranks)
+            self.usable &= len(self.pids) == self.ranks  # an unwatched rank may have ended before
+        for rank in ranks:
+            self.sel.unregister(self.fds[rank])
+            os.close(self.fds.pop(rank))
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+
+    def culprit(self) -> str | None:
+        if not (self.usable and self.first):
+            return None
+        if len(self.first) == 1:
+            return f"rank {self.first[0]} (pid {self.pids[self.first[0]]}) died"
+        return f"one of ranks {', '.join(map(str, self.first))} died first"
+
+
+def _culprit(run_dir: Path, ranks: int, text: str, watch: DeathWatch) -> str:
+    """Which rank failed: its own last words, else the death watch, else mpiexec's report."""
     if m := _FAILED.search(text):
         return f"rank {m.group(1)} failed: {m.group(2)}"
-    pids: dict[str, int] = {}
-    for rank in range(ranks):
-        path = ck.pid_path(run_dir, rank)
-        if path.exists():
-            pids[path.read_text().strip()] = rank
+    if found := watch.culprit():
+        return found
+    pids = {str(pid): rank for rank in range(ranks) if (pid := (read_pid(run_dir, rank) or (0,))[0])}
     for pid in _KILLED_PID.findall(text):
         if pid in pids:
-            return f"rank {pids[pid]} (pid {pid}) died"
+            return f"rank {pids[pid]} (pid {pid}) died, as mpiexec reports"
     if m := _KILLED_RANK.search(text):
         return f"rank {m.group(1)} (pid {m.group(2)}) died"
     return "a rank died without a message"
@@ -80,6 +144,8 @@ def run_mpiexec(cfg: DictConfig, run_dir: Path, mpiexec: str) -> tuple[int, str]
     env = dict(os.environ)
     env.setdefault(PROGRESS_ENV, "bar" if sys.stderr.isatty() else "log")
     segments = _shm_segments()
+    for rank in range(cfg.ranks):  # pid files of an earlier start would name the wrong processes
+        ck.pid_path(run_dir, rank).unlink(missing_ok=True)
     proc = subprocess.Popen(worker_command(cfg, run_dir, mpiexec), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     # MPICH's mpiexec reports a killed rank on stdout, the ranks' last words come on
@@ -88,19 +154,29 @@ def run_mpiexec(cfg: DictConfig, run_dir: Path, mpiexec: str) -> tuple[int, str]
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, sys.stdout.buffer)
     sel.register(proc.stderr, selectors.EVENT_READ, sys.stderr.buffer)
-    while sel.get_map():
-        for key, _ in sel.select():
+    watch = DeathWatch(run_dir, cfg.ranks, sel)
+    streams = 2
+    while streams:
+        events = sel.select(timeout=0.2)
+        watch.look()
+        if ended := [key.data for key, _ in events if isinstance(key.data, int)]:
+            watch.ended(ended)
+        for key, _ in events:
+            if isinstance(key.data, int):
+                continue
             chunk = os.read(key.fd, 65536)
             if not chunk:
                 sel.unregister(key.fileobj)
+                streams -= 1
                 continue
             key.data.write(chunk)
             key.data.flush()
             seen += chunk
             del seen[:-262144]  # the end of the output is where failures are reported
+    watch.close()
     sel.close()
     rc = proc.wait()
     if rc == 0:
         return rc, ""
     remove_leaked_segments(segments)
-    return rc, _culprit(run_dir, cfg.ranks, seen.decode(errors="replace"))
+    return rc, _culprit(run_dir, cfg.ranks, seen.decode(errors="replace"), watch)
