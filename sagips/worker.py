@@ -27,6 +27,20 @@ def setup_logging(rank: int) -> None:
     )
 
 
+def describe(exc: BaseException) -> str:
+    """One line: the exception and those it was raised while handling.
+
+    torch.save on a full disk raises a cryptic RuntimeError while handling the
+    OSError that says what happened; both are named.
+    """
+    parts: list[str] = []
+    link: BaseException | None = exc
+    while link is not None and len(parts) < 3:
+        parts.append(f"{type(link).__name__}: {link}")
+        link = link.__cause__ or link.__context__
+    return " ".join("; after ".join(parts).split())
+
+
 def run(run_dir: Path, cfg: DictConfig) -> None:
     from mpi4py import MPI
 
@@ -35,20 +49,19 @@ def run(run_dir: Path, cfg: DictConfig) -> None:
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
     setup_logging(rank)
-    if comm.Get_size() != cfg.ranks:
-        raise RuntimeError(f"ranks={cfg.ranks} but the MPI world has {comm.Get_size()} processes")
-    if rank == 0:
-        ck.remove_temporaries(run_dir)
-    comm.Barrier()
-    # pid and host: the launcher watches the ranks of its own host (sagips.launch.local)
-    me = f"{os.getpid()} {socket.gethostname()}\n"
-    ck.atomic_write(ck.pid_path(run_dir, rank), lambda f: f.write(me), "w")
     try:
+        if comm.Get_size() != cfg.ranks:
+            raise RuntimeError(f"ranks={cfg.ranks} but the MPI world has {comm.Get_size()} processes")
+        if rank == 0:
+            ck.remove_temporaries(run_dir)
+        comm.Barrier()
+        # pid and host: the launcher watches the ranks of its own host (sagips.launch.local)
+        me = f"{os.getpid()} {socket.gethostname()}\n"
+        ck.atomic_write(ck.pid_path(run_dir, rank), lambda f: f.write(me), "w")
         Trainer(cfg, comm, run_dir).train()
     except BaseException as exc:
         # One line naming the rank before mpi4py aborts the whole job.
-        logging.getLogger("sagips.worker").error("rank %d failed: %s: %s", rank,
-                                                 type(exc).__name__, exc)  # fmt: skip
+        logging.getLogger("sagips.worker").error("rank %d failed: %s", rank, describe(exc))
         raise
 
 
