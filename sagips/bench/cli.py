@@ -1,0 +1,34 @@
+"""``sagips-bench {epoch,sampler,comm,scaling}``: performance figures a user can quote."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from sagips.bench import comm, epoch, sampler, scaling
+
+COMMANDS = {
+    "epoch": (epoch, "one rank's epoch: engine vs unfused reference vs GEMM floor"),
+    "sampler": (sampler, "proxy-app events per second, forward and forward+backward"),
+    "comm": (comm, "one gradient exchange per transport, as a ratio to MPI.Allreduce (runs mpiexec)"),
+    "scaling": (scaling, "analysis rate (eq. 9) at 1 and 2 ranks, weak-scaling efficiency"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="sagips-bench",
+        description="Throughput figures of this machine; each command ends with one JSON line.",
+    )
+    subs = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, summary) in COMMANDS.items():
+        sub = subs.add_parser(name, help=summary, description=module.__doc__.splitlines()[0])
+        module.add_arguments(sub)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    module = COMMANDS[args.command][0]
+    sys.exit(module.run(args) or 0)

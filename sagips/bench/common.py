@@ -1,0 +1,103 @@
+"""Timing and reporting shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from time import perf_counter
+from typing import Any
+
+import torch
+
+
+def add_size_options(parser: argparse.ArgumentParser, sizes: str, quick: str, repeats: int) -> None:
+    """``--sizes``, ``--repeats``, ``--threads``, ``--device`` and ``--quick`` of a one-process command."""
+    parser.add_argument(
+        "--sizes",
+        default=sizes,
+        help=f"comma-separated SAMPLESxEVENTS, the first is the headline (default {sizes})",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=repeats, help=f"timed rounds per size (default {repeats})"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--quick", action="store_true", help=f"smoke test: --sizes {quick} --repeats 2")
+    parser.set_defaults(quick_sizes=quick)
+
+
+def apply_size_options(args: argparse.Namespace) -> tuple[torch.device, list[tuple[int, int]], int]:
+    """Set the thread count; return the device, the sizes as (samples, events) and the rounds."""
+    from sagips.trainer import pick_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes, repeats = (args.quick_sizes, 2) if args.quick else (args.sizes, args.repeats)
+    return pick_device(args.device, 0), [parse_size(s) for s in sizes.split(",")], repeats
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``'1024x100'`` -> (parameter samples, events per sample)."""
+    samples, _, events = text.lower().partition("x")
+    return int(samples), int(events)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a wall-clock interval covers what it launched."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(
+    fns: Mapping[str, Callable[[], object]], repeats: int, device: torch.device, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, timed round-robin so that load changes hit all alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for rnd in range(warmup + repeats):
+        for name, fn in fns.items():
+            synchronize(device)
+            start = perf_counter()
+            fn()
+            synchronize(device)
+            if rnd >= warmup:
+                times[name].append(perf_counter() - start)
+    return times
+
+
+def median_ratio(num: Sequence[float], den: Sequence[float]) -> float:
+    """Median over rounds of num / den, each ratio taken within one round."""
+    return statistics.median(a / b for a, b in zip(num, den))
+
+
+def si(value: float, unit: str = "") -> str:
+    """3 significant digits with an SI prefix: ``si(2.5e6, 'events/s')`` -> '2.50 M events/s'."""
+    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}".rstrip()
+    return f"{value:.3g} {unit}".rstrip()
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A plain-text table; the first column left-aligned, the others right-aligned."""
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        return "  ".join(parts)
+
+    print(title)
+    print(line(cells[0]))
+    print("  ".join("-" * w for w in widths))
+    for row in cells[1:]:
+        print(line(row))
+    print()
+
+
+def emit(figures: Mapping[str, Any]) -> None:
+    """The key figures as one JSON object: always the last line a sub-command prints."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in figures.items()}
+    print(json.dumps(clean), flush=True)
