@@ -12,9 +12,14 @@ from __future__ import annotations
 import os
 import re
 import selectors
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -86,6 +91,14 @@ class DeathWatch:
             self.sel.unregister(self.fds[rank])
             os.close(self.fds.pop(rank))
 
+    def wait(self, timeout: float) -> None:
+        """Until every watched rank has ended, so that a resumed run never meets old ranks."""
+        deadline = time.monotonic() + timeout
+        while self.fds and (left := deadline - time.monotonic()) > 0:
+            events = self.sel.select(timeout=left)
+            if ended := [key.data for key, _ in events if isinstance(key.data, int)]:
+                self.ended(ended)
+
     def close(self) -> None:
         for fd in self.fds.values():
             os.close(fd)
@@ -98,8 +111,10 @@ class DeathWatch:
         return f"one of ranks {', '.join(map(str, self.first))} died first"
 
 
-def _culprit(run_dir: Path, ranks: int, text: str, watch: DeathWatch) -> str:
+def _culprit(run_dir: Path, ranks: int, text: str, watch: DeathWatch, stopped_by: list[int]) -> str:
     """Which rank failed: its own last words, else the death watch, else mpiexec's report."""
+    if stopped_by:
+        return f"stopped by {signal.Signals(stopped_by[0]).name} to the launcher"
     if m := _FAILED.search(text):
         return f"rank {m.group(1)} failed: {m.group(2)}"
     if found := watch.culprit():
@@ -139,6 +154,48 @@ def remove_leaked_segments(before: set[Path]) -> list[Path]:
     return leaked
 
 
+@contextmanager
+def _forwarding(proc: subprocess.Popen, received: list[int]) -> Iterator[None]:
+    """SIGTERM and SIGHUP to the launcher end the job: mpiexec passes them on to the ranks.
+
+    Without this, ``kill`` of the launcher would leave mpiexec and the ranks running.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
+        proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _pump(sel: selectors.BaseSelector, watch: DeathWatch, seen: bytearray) -> None:
+    """Forward the job's output and watch its ranks until mpiexec closes its output."""
+    while any(not isinstance(key.data, int) for key in sel.get_map().values()):
+        events = sel.select(timeout=0.2)
+        watch.look()
+        if ended := [key.data for key, _ in events if isinstance(key.data, int)]:
+            watch.ended(ended)
+        for key, _ in events:
+            if isinstance(key.data, int):
+                continue
+            chunk = os.read(key.fd, 65536)
+            if not chunk:
+                sel.unregister(key.fileobj)
+                continue
+            key.data.write(chunk)
+            key.data.flush()
+            seen += chunk
+            del seen[:-262144]  # the end of the output is where failures are reported
+
+
 def run_mpiexec(cfg: DictConfig, run_dir: Path, mpiexec: str) -> tuple[int, str]:
     """Run the job to its end; returns mpiexec's exit status and, on failure, the culprit."""
     env = dict(os.environ)
@@ -155,28 +212,25 @@ def run_mpiexec(cfg: DictConfig, run_dir: Path, mpiexec: str) -> tuple[int, str]
     sel.register(proc.stdout, selectors.EVENT_READ, sys.stdout.buffer)
     sel.register(proc.stderr, selectors.EVENT_READ, sys.stderr.buffer)
     watch = DeathWatch(run_dir, cfg.ranks, sel)
-    streams = 2
-    while streams:
-        events = sel.select(timeout=0.2)
-        watch.look()
-        if ended := [key.data for key, _ in events if isinstance(key.data, int)]:
-            watch.ended(ended)
-        for key, _ in events:
-            if isinstance(key.data, int):
-                continue
-            chunk = os.read(key.fd, 65536)
-            if not chunk:
-                sel.unregister(key.fileobj)
-                streams -= 1
-                continue
-            key.data.write(chunk)
-            key.data.flush()
-            seen += chunk
-            del seen[:-262144]  # the end of the output is where failures are reported
+    received: list[int] = []
+    with _forwarding(proc, received):
+        while True:
+            try:
+                _pump(sel, watch, seen)
+                break
+            except KeyboardInterrupt:
+                # Ctrl-C in a terminal reaches mpiexec too; a SIGINT sent to the launcher
+                # alone does not. A second one stops mpiexec without waiting for the ranks.
+                received.append(signal.SIGINT)
+                if received.count(signal.SIGINT) < 2:
+                    proc.send_signal(signal.SIGINT)
+                else:
+                    proc.kill()
+    watch.wait(timeout=30)
     watch.close()
     sel.close()
     rc = proc.wait()
     if rc == 0:
         return rc, ""
     remove_leaked_segments(segments)
-    return rc, _culprit(run_dir, cfg.ranks, seen.decode(errors="replace"), watch)
+    return rc, _culprit(run_dir, cfg.ranks, seen.decode(errors="replace"), watch, received)
