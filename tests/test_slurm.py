@@ -1,0 +1,178 @@
+"""``cluster=slurm`` (issue 4): the job array sized from the sweep's jobs, and against a real Slurm:
+submitit submits the sweep, srun starts each 2-rank MPI world, and a preempted job is requeued
+and resumes from its checkpoints.
+
+Where no Slurm answers, the session starts one on localhost with ``.ci/slurm-up.sh`` (root, Debian
+packages) and stops it again with ``.ci/slurm-down.sh``; where that is impossible the tests skip
+and say why.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from sagips import checkpoints as ck
+from sagips.cli import conf_dir
+from sagips.launch.slurm import DROP_STALE_SHM, SlurmSweep, drop_stale_shm
+from tests.conftest import run_sagips, summary
+
+REPO = Path(__file__).resolve().parents[1]
+CI = REPO / ".ci"
+SWEEP_TIMEOUT_S = 600  # two jobs that each import torch in two tasks, on a loaded 2-core machine
+
+
+def slurm_answers() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return False
+    return out.returncode == 0 and any(s.startswith(("idle", "mix", "alloc")) for s in out.stdout.split())
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[None]:
+    """A responsive Slurm: the one already running, or one started here and stopped at the end."""
+    if slurm_answers():
+        yield
+        return
+    if os.geteuid() != 0:
+        pytest.skip("no Slurm answers, and starting one on localhost needs root")
+    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
+        pytest.skip("no Slurm answers, its packages are absent and there is no apt-get to install them")
+    up = subprocess.run(["bash", str(CI / "slurm-up.sh")], capture_output=True, text=True, timeout=900)
+    try:
+        if up.returncode:
+            pytest.skip(f"Slurm did not start (.ci/slurm-up.sh exit {up.returncode}): {up.stderr[-500:]}")
+        yield
+    finally:
+        subprocess.run(["bash", str(CI / "slurm-down.sh")], timeout=120)
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_the_job_array_is_sized_from_the_jobs() -> None:
+    overrides = ["cluster=slurm", "mode=arar_arar", "ranks=8", "ranks_per_node=4", "seed=0",
+                 "cluster.gpus_per_node=4", "cluster.partition=gpu",
+                 "cluster.srun_extra=['--cpu-bind=cores']"]  # fmt: skip
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        SlurmSweep().on_multirun_start(cfg)
+    launcher = cfg.hydra.launcher
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    assert launcher.partition == "gpu" and launcher.additional_parameters == {"requeue": True}
+    assert list(launcher.srun_args) == ["--mpi=pmi2", "--kill-on-bad-exit=1", "--cpu-bind=cores"]
+    assert list(launcher.setup) == [DROP_STALE_SHM]
+
+
+def test_a_sweep_over_rank_counts_is_refused_before_submission(tmp_path: Path) -> None:
+    done = run_sagips("-m", "+experiment=fig11_12_scaling", "cluster=slurm", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "run one sweep per rank count (add e.g. ranks=1)" in done.stderr.splitlines()[-1]
+    assert not (tmp_path / "multirun").exists()
+
+
+@pytest.mark.parametrize("tasks,message", [
+    ("", "cluster=slurm runs inside a Slurm job"),
+    ("4", "ranks=2 but this Slurm step has 4 tasks"),
+])  # fmt: skip
+def test_a_rank_outside_a_fitting_slurm_step_says_so(tmp_path: Path, tasks: str, message: str) -> None:
+    env = {"SLURM_STEP_NUM_TASKS": tasks, "SLURM_NTASKS": tasks}
+    done = run_sagips("cluster=slurm", "ranks=2", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env=env)
+    assert done.returncode != 0
+    assert message in done.stderr.splitlines()[-1]
+
+
+def test_a_restarted_job_drops_only_unmapped_segments(tmp_path: Path) -> None:
+    stale, live = tmp_path / "mpich_shm_1_0", tmp_path / "mpich_shm_2_0"
+    for segment in (stale, live):
+        segment.write_bytes(bytes(4096))
+    with live.open("r+b") as f, mmap.mmap(f.fileno(), 4096):  # a rank of a running job
+        assert drop_stale_shm(tmp_path) == [stale]
+    assert not stale.exists() and live.exists()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_the_hand_sbatch_template_runs_a_two_rank_job(slurm: None, tmp_path: Path) -> None:
+    # The template asks for 2 nodes x 4 GPUs; this node has 2 CPUs and no GPU.
+    job = subprocess.run(["sbatch", "--wait", "--nodes=1", "--ntasks-per-node=2", "--gpus-per-node=0",
+                          str(REPO / "slurm" / "sagips.sbatch"), "seed=3"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S)  # fmt: skip
+    logs = "".join(p.read_text() for p in tmp_path.glob("sagips-*.out"))
+    assert job.returncode == 0, job.stderr + logs[-3000:]
+    s = summary(tmp_path / "outputs" / "ranks=2,ranks_per_node=2,seed=3")
+    assert (s["status"], s["ranks"]) == ("complete", 2)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_two_job_sweep_runs_through_slurm(slurm: None, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    done = run_sagips("-m", "cluster=slurm", "ranks=2", "seed=0,1", f"hydra.sweep.dir={sweep}",
+                      cwd=tmp_path, timeout=SWEEP_TIMEOUT_S)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for seed in (0, 1):
+        s = summary(sweep / f"ranks=2,seed={seed}")
+        assert (s["status"], s["ranks"], s["seed"]) == ("complete", 2, seed)
+    (script,) = (sweep / ".submitit").glob(".submission_file_*.sh")
+    text = script.read_text()
+    assert "#SBATCH --ntasks-per-node=2" in text and "#SBATCH --nodes=1" in text
+    assert "--mpi=pmi2" in text and "#SBATCH --array=0-1" in text
+
+
+def _job_id(sweep: Path) -> str | None:
+    folders = [p.name for p in (sweep / ".submitit").glob("*") if p.is_dir()]
+    return folders[0] if folders else None
+
+
+def _squeue(job_id: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_preempted_job_is_requeued_and_resumes(slurm: None, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    args = ("-m", "cluster=slurm", "ranks=2", "train.epochs=400", "train.checkpoint_every=50",
+            f"hydra.sweep.dir={sweep}")  # fmt: skip
+    run = sweep / "ranks=2,train.checkpoint_every=50,train.epochs=400"
+    with (tmp_path / "sweep.log").open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "sagips", *args], cwd=tmp_path, stdout=log, stderr=log)
+    job_id = None
+    try:
+        wait_for(lambda: ck.resume_epoch(run, 2) >= 50, SWEEP_TIMEOUT_S, "the first checkpoints")
+        job_id = _job_id(sweep)
+        assert job_id is not None
+        first = ck.generator_path(run, 0, 1).stat().st_mtime_ns
+        # What Slurm sends before it preempts a job; submitit's handler requeues it.
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+        wait_for(lambda: _squeue(job_id).startswith("PENDING"), 120, "the requeue")
+        # Slurm holds a requeued job for two minutes; a test need not wait for that.
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+        assert proc.wait(timeout=SWEEP_TIMEOUT_S) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if job_id and _squeue(job_id):
+            subprocess.run(["scancel", job_id])
+    s = summary(run)
+    assert s["status"] == "complete" and s["resumed_from_epoch"] >= 50
+    assert ck.generator_path(run, 0, 1).stat().st_mtime_ns == first  # not retrained from scratch
