@@ -111,3 +111,11 @@ def test_table4_convergence_runs_at_smoke_scale_and_feeds_table4(tmp_path: Path)
     assert analyzed.returncode == 0, analyzed.stderr
     header = (out / "table4.md").read_text().splitlines()[0]
     assert all(f"| {column} |" in header for column in ("hvd", "RMA-ARAR", "ARAR", "Conv. ARAR"))
+
+
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="mpiexec not on PATH")
+def test_a_command_line_value_wins_over_the_studys_sweep(tmp_path: Path) -> None:
+    done = run_sagips("-m", "+experiment=h_sweep", "h=3", "train.epochs=6", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (run,) = (p for p in (tmp_path / "multirun" / "h_sweep").iterdir() if p.is_dir())
+    assert run.name == "h=3,train.epochs=6" and summary(run)["h"] == 3
