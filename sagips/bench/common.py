@@ -7,14 +7,19 @@ import json
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from time import perf_counter
+from dataclasses import dataclass
+from time import perf_counter, process_time
 from typing import Any
 
 import torch
 
+from sagips.trainer import pick_device
+
+CLOCKS = {"wall": perf_counter, "process": process_time}
+
 
 def add_size_options(parser: argparse.ArgumentParser, sizes: str, quick: str, repeats: int) -> None:
-    """``--sizes``, ``--repeats``, ``--threads``, ``--device`` and ``--quick`` of a one-process command."""
+    """``--sizes --repeats --threads --device --clock --quick`` of a one-process command."""
     parser.add_argument(
         "--sizes",
         default=sizes,
@@ -25,18 +30,40 @@ def add_size_options(parser: argparse.ArgumentParser, sizes: str, quick: str, re
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--clock", choices=tuple(CLOCKS), default="wall",
+        help="wall (default) or process: CPU seconds of this process, which other load on a shared "
+        "machine barely disturbs; use it with --threads 1 (more threads add their spin-waits)",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help=f"smoke test: --sizes {quick} --repeats 2")
     parser.set_defaults(quick_sizes=quick)
 
 
-def apply_size_options(args: argparse.Namespace) -> tuple[torch.device, list[tuple[int, int]], int]:
-    """Set the thread count; return the device, the sizes as (samples, events) and the rounds."""
-    from sagips.trainer import pick_device
+@dataclass(frozen=True)
+class Setup:
+    """What the size options resolve to."""
 
+    device: torch.device
+    sizes: list[tuple[int, int]]  # (parameter samples, events per sample)
+    repeats: int
+    clock: Callable[[], float]
+
+    def describe(self) -> str:
+        """E.g. 'cpu, 2 threads, wall clock' or the GPU's name."""
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        clock = "wall clock" if self.clock is perf_counter else "process CPU time"
+        threads = torch.get_num_threads()
+        return f"cpu, {threads} thread{'s' if threads > 1 else ''}, {clock}"
+
+
+def apply_size_options(args: argparse.Namespace) -> Setup:
+    """Set the thread count and resolve the size options."""
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes, repeats = (args.quick_sizes, 2) if args.quick else (args.sizes, args.repeats)
-    return pick_device(args.device, 0), [parse_size(s) for s in sizes.split(",")], repeats
+    device = pick_device(args.device, 0)
+    return Setup(device, [parse_size(s) for s in sizes.split(",")], repeats, CLOCKS[args.clock])
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -52,18 +79,18 @@ def synchronize(device: torch.device) -> None:
 
 
 def interleaved(
-    fns: Mapping[str, Callable[[], object]], repeats: int, device: torch.device, warmup: int = 1
+    fns: Mapping[str, Callable[[], object]], setup: Setup, warmup: int = 1
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, timed round-robin so that load changes hit all alike."""
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for rnd in range(warmup + repeats):
+    for rnd in range(warmup + setup.repeats):
         for name, fn in fns.items():
-            synchronize(device)
-            start = perf_counter()
+            synchronize(setup.device)
+            start = setup.clock()
             fn()
-            synchronize(device)
+            synchronize(setup.device)
             if rnd >= warmup:
-                times[name].append(perf_counter() - start)
+                times[name].append(setup.clock() - start)
     return times
 
 

@@ -15,6 +15,7 @@ import statistics
 import torch
 
 from sagips.bench.common import (
+    Setup,
     add_size_options,
     apply_size_options,
     emit,
@@ -61,15 +62,15 @@ def reference_epoch(w: Workload) -> None:
     w.opt_d.step()
 
 
-def measure(w: Workload, repeats: int, device: torch.device) -> dict[str, float]:
+def measure(w: Workload, setup: Setup) -> dict[str, float]:
     """Median times of the three, and the within-round ratios."""
     products = epoch_products(w.G, w.D, w.samples, w.events)
     fns = {
         "engine": lambda: engine_epoch(w),
         "reference": lambda: reference_epoch(w),
-        "floor": gemm_runner(products, device),
+        "floor": gemm_runner(products, setup.device),
     }
-    times = interleaved(fns, repeats, device)
+    times = interleaved(fns, setup)
     epoch_s = statistics.median(times["engine"])
     floor_s = statistics.median(times["floor"])
     return dict(
@@ -106,13 +107,12 @@ HEADLINE = ("events_per_s", "epoch_s", "ratio_to_gemm_floor", "speedup_vs_refere
 
 
 def run(args: argparse.Namespace) -> None:
-    device, sizes, repeats = apply_size_options(args)
+    setup = apply_size_options(args)
     cfg = load_config("smoke" if args.quick else "paper")  # the reference data of that scale
-    results = [measure(Workload.build(cfg, s, e, device), repeats, device) for s, e in sizes]
-    threads = torch.get_num_threads()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {threads} threads"
-    print_table(f"one rank's epoch on {name}, median of {repeats} rounds", [c for c, _ in COLUMNS],
-                [[fmt(r) for _, fmt in COLUMNS] for r in results])  # fmt: skip
+    results = [measure(Workload.build(cfg, s, e, setup.device), setup) for s, e in setup.sizes]
+    print_table(f"one rank's epoch ({setup.describe()}), median of {setup.repeats} rounds",
+                [c for c, _ in COLUMNS], [[fmt(r) for _, fmt in COLUMNS] for r in results])  # fmt: skip
     print("targets (2-core CPU, paper size): speed-up >= 1.5, x floor <= 2\n")
     head = {key: results[0][key] for key in HEADLINE}
-    emit(dict(head, device=str(device), device_name=name, threads=threads, sizes=results))
+    emit(dict(head, device=str(setup.device), device_name=setup.describe(), threads=torch.get_num_threads(),
+              clock=args.clock, sizes=results))  # fmt: skip

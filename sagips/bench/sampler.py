@@ -56,17 +56,17 @@ COLUMNS = (
 
 
 def run(args: argparse.Namespace) -> None:
-    device, sizes, repeats = apply_size_options(args)
-    proxy = make_proxy(load_config("smoke"), device)
+    setup = apply_size_options(args)
+    proxy = make_proxy(load_config("smoke"), setup.device)
     results = []
-    for samples, events in sizes:
-        times = interleaved(sampler_fns(proxy, samples, events), repeats, device)
+    for samples, events in setup.sizes:
+        times = interleaved(sampler_fns(proxy, samples, events), setup)
         n = samples * events
         fwd, bwd = statistics.median(times["forward"]), statistics.median(times["backward"])
         results.append(dict(samples=samples, events_per_sample=events, forward_s=fwd, backward_s=bwd,
                             forward_events_per_s=n / fwd, backward_events_per_s=n / bwd))  # fmt: skip
-    print_table(f"proxy-app sampler on {device} ({torch.get_num_threads()} threads), median of {repeats}",
+    print_table(f"proxy-app sampler ({setup.describe()}), median of {setup.repeats} rounds",
                 [c for c, _ in COLUMNS], [[fmt(r) for _, fmt in COLUMNS] for r in results])  # fmt: skip
     head = results[0]
-    emit(dict(forward_events_per_s=head["forward_events_per_s"], device=str(device),
+    emit(dict(forward_events_per_s=head["forward_events_per_s"], device=str(setup.device),
               backward_events_per_s=head["backward_events_per_s"], sizes=results))  # fmt: skip
