@@ -240,6 +240,20 @@ def test_kills_at_random_moments_never_leave_a_half_written_file(tmp_path, launc
     assert temporaries(run) == [] and load_every_checkpoint(run) == 2 * 2 * 300
 
 
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="metrics.py truncates metrics/rank{r}.csv on resume and rewrites "
+    "the kept rows through a buffer that reaches the disk only at the next checkpoint",
+)
+def test_a_resume_killed_before_its_first_checkpoint_keeps_the_metrics(tmp_path):
+    args = job(tmp_path / "run")
+    assert sagips(args, fault="kill:1:12").returncode != 0
+    assert sagips(args, fault="kill:1:13").returncode != 0  # resumed from 10, killed before 20
+    for rank in (0, 1):
+        assert list(pd.read_csv(ck.metrics_path(tmp_path / "run", rank))["epoch"]) == [5, 10]
+
+
 def test_atomic_write_leaves_no_temporary_and_a_readable_file(tmp_path):
     def half_then_fail(f):
         f.write(b"half")
