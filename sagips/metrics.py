@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sagips.checkpoints import atomic_write
+
 COLUMNS = ("epoch", "train_time_s", "g_loss", "d_loss", "comm_s", "staleness", "skipped")
 
 
@@ -14,15 +16,21 @@ class MetricsLog:
     """Appends rows to ``metrics/rank{r}.csv``; on resume keeps the rows up to ``keep_until``."""
 
     def __init__(self, path: Path, keep_until: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         kept: list[dict[str, str]] = []
         if path.exists() and keep_until:
             with path.open(newline="") as f:
                 kept = [row for row in csv.DictReader(f) if int(row["epoch"]) <= keep_until]
-        self._file = path.open("w", newline="")
+
+        def rewrite(f: Any) -> None:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(kept)
+
+        # The kept rows replace the file atomically: a resume killed before its
+        # first checkpoint still leaves the rows of the epochs it resumed from.
+        atomic_write(path, rewrite, "w")
+        self._file = path.open("a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
-        self._writer.writeheader()
-        self._writer.writerows(kept)
         self._reset()
 
     def _reset(self) -> None:

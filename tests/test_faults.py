@@ -241,11 +241,6 @@ def test_kills_at_random_moments_never_leave_a_half_written_file(tmp_path, launc
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="metrics.py truncates metrics/rank{r}.csv on resume and rewrites "
-    "the kept rows through a buffer that reaches the disk only at the next checkpoint",
-)
 def test_a_resume_killed_before_its_first_checkpoint_keeps_the_metrics(tmp_path):
     args = job(tmp_path / "run")
     assert sagips(args, fault="kill:1:12").returncode != 0
