@@ -24,7 +24,8 @@ import pytest
 import torch
 
 from sagips import checkpoints as ck
-from sagips.launch.local import read_pid, remove_leaked_segments
+from sagips.launch import shm
+from sagips.launch.local import read_pid
 from tests.conftest import run_sagips, summary
 
 pytestmark = pytest.mark.skipif(shutil.which("mpiexec") is None, reason="mpiexec not on PATH")
@@ -264,16 +265,16 @@ def test_atomic_write_leaves_no_temporary_and_a_readable_file(tmp_path):
 
 
 def test_leaked_mpich_segments_are_removed_but_mapped_ones_kept(tmp_path):
-    shm = Path("/dev/shm")
-    if not shm.is_dir():
+    if not shm.SHM.is_dir():
         pytest.skip("no /dev/shm")
-    before = set(shm.glob("mpich*"))
-    leaked, live = shm / f"mpich_shm_test_{os.getpid()}_a", shm / f"mpich_shm_test_{os.getpid()}_b"
+    before = shm.segments()
+    leaked = shm.SHM / f"mpich_shm_test_{os.getpid()}_a"
+    live = shm.SHM / f"mpich_shm_test_{os.getpid()}_b"
     leaked.write_bytes(b"\0" * 4096)
     live.write_bytes(b"\0" * 4096)
     try:
         with live.open("r+b") as f, mmap.mmap(f.fileno(), 4096):
-            removed = remove_leaked_segments(before)
+            removed = shm.remove_unmapped(shm.segments() - before)
             assert leaked in removed and not leaked.exists()
             assert live not in removed and live.exists()
     finally:

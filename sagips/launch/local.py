@@ -25,11 +25,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from sagips import checkpoints as ck
+from sagips.launch import shm
 from sagips.progress import PROGRESS_ENV
 
 _FAILED = re.compile(r"\[rank (\d+)\][^\n]*rank \d+ failed: ([^\n]*)")
 _KILLED_PID = re.compile(r"PID (\d+) RUNNING AT")  # MPICH's Hydra
-SHM = Path("/dev/shm")
 _KILLED_RANK = re.compile(r"process rank (\d+) with PID (\d+) on node \S+ exited on signal")  # Open MPI
 
 
@@ -128,32 +128,6 @@ def _culprit(run_dir: Path, ranks: int, text: str, watch: DeathWatch, stopped_by
     return "a rank died without a message"
 
 
-def _shm_segments() -> set[Path]:
-    return set(SHM.glob("mpich*")) if SHM.is_dir() else set()
-
-
-def remove_leaked_segments(before: set[Path]) -> list[Path]:
-    """Shared-memory segments of a failed job that MPICH left in /dev/shm (RAM until reboot).
-
-    Only segments that appeared during this job and that no live process maps are
-    removed, so a concurrent job's segment is never touched.
-    """
-    new = _shm_segments() - before
-    if not new:
-        return []
-    maps = []
-    for path in Path("/proc").glob("[0-9]*/maps"):
-        try:
-            maps.append(path.read_text())
-        except OSError:  # a process that ended, or one of another user
-            continue
-    mapped = "\n".join(maps)
-    leaked = sorted(p for p in new if str(p) not in mapped)
-    for path in leaked:
-        path.unlink(missing_ok=True)
-    return leaked
-
-
 @contextmanager
 def _forwarding(proc: subprocess.Popen, received: list[int]) -> Iterator[None]:
     """SIGTERM and SIGHUP to the launcher end the job: mpiexec passes them on to the ranks.
@@ -200,7 +174,7 @@ def run_mpiexec(cfg: DictConfig, run_dir: Path, mpiexec: str) -> tuple[int, str]
     """Run the job to its end; returns mpiexec's exit status and, on failure, the culprit."""
     env = dict(os.environ)
     env.setdefault(PROGRESS_ENV, "bar" if sys.stderr.isatty() else "log")
-    segments = _shm_segments()
+    before = shm.segments()
     for rank in range(cfg.ranks):  # pid files of an earlier start would name the wrong processes
         ck.pid_path(run_dir, rank).unlink(missing_ok=True)
     proc = subprocess.Popen(worker_command(cfg, run_dir, mpiexec), env=env,
@@ -232,5 +206,5 @@ def run_mpiexec(cfg: DictConfig, run_dir: Path, mpiexec: str) -> tuple[int, str]
     rc = proc.wait()
     if rc == 0:
         return rc, ""
-    remove_leaked_segments(segments)
+    shm.remove_unmapped(shm.segments() - before)  # only this job's leftovers
     return rc, _culprit(run_dir, cfg.ranks, seen.decode(errors="replace"), watch, received)

@@ -30,27 +30,17 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-SHM = Path("/dev/shm")
+from sagips.launch import shm
 
 
-def drop_stale_shm(folder: Path = SHM) -> list[Path]:
+def drop_stale_shm(folder: Path = shm.SHM) -> list[Path]:
     """Remove this user's MPICH shared-memory segments that no process maps; returns them.
 
     MPICH names a node's segment after the Slurm job step, which a requeued job repeats: the
     killed run's segment is still there, and the new ranks would attach to it and fail in
     MPI_Init. A restarted job runs this on every node first (``DROP_STALE_SHM``).
     """
-    maps = []
-    for path in Path("/proc").glob("[0-9]*/maps"):
-        try:
-            maps.append(path.read_text())
-        except OSError:  # a process that ended, or one of another user
-            continue
-    mapped = "\n".join(maps)
-    stale = [p for p in folder.glob("mpich_shm_*") if p.stat().st_uid == os.getuid() and str(p) not in mapped]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
+    return shm.remove_unmapped(shm.segments("mpich_shm_*", folder))
 
 
 # (No ${...} here: the line passes through OmegaConf, which would read it as an interpolation.)
