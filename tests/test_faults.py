@@ -182,7 +182,10 @@ def test_failing_rank_ends_the_job_and_the_same_command_resumes(tmp_path, kind, 
     else:
         assert f"rank {victim} failed: RuntimeError: injected fault on rank {victim} at epoch 12" in line
     for rank in range(ranks):
-        assert epochs(tmp_path / "run", rank) == epochs(tmp_path / "run", rank, "state") == [1, 10]
+        saved = epochs(tmp_path / "run", rank)
+        assert saved == epochs(tmp_path / "run", rank, "state")
+        # Ensemble ranks never wait for each other: one may reach epoch 20 before the abort.
+        assert saved == [1, 10] if rank == victim or mode != "ensemble" else saved[:2] == [1, 10]
     assert_resumes(args, ranks)
 
 
