@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import platform
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from time import perf_counter, process_time
 from typing import Any
 
@@ -51,10 +53,20 @@ class Setup:
     def describe(self) -> str:
         """E.g. 'cpu, 2 threads, wall clock' or the GPU's name."""
         if self.device.type == "cuda":
-            return torch.cuda.get_device_name(self.device)
+            return device_name(self.device)
         clock = "wall clock" if self.clock is perf_counter else "process CPU time"
         threads = torch.get_num_threads()
         return f"cpu, {threads} thread{'s' if threads > 1 else ''}, {clock}"
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name where the system tells it."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    models = [line.partition(":")[2].strip() for line in lines if line.startswith("model name")]
+    return models[0] if models else (platform.processor() or "cpu")
 
 
 def apply_size_options(args: argparse.Namespace) -> Setup:

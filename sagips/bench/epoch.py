@@ -18,6 +18,7 @@ from sagips.bench.common import (
     Setup,
     add_size_options,
     apply_size_options,
+    device_name,
     emit,
     interleaved,
     median_ratio,
@@ -114,5 +115,5 @@ def run(args: argparse.Namespace) -> None:
                 [c for c, _ in COLUMNS], [[fmt(r) for _, fmt in COLUMNS] for r in results])  # fmt: skip
     print("targets (2-core CPU, paper size): speed-up >= 1.5, x floor <= 2\n")
     head = {key: results[0][key] for key in HEADLINE}
-    emit(dict(head, device=str(setup.device), device_name=setup.describe(), threads=torch.get_num_threads(),
-              clock=args.clock, sizes=results))  # fmt: skip
+    emit(dict(head, device=str(setup.device), device_name=device_name(setup.device),
+              threads=torch.get_num_threads(), clock=args.clock, sizes=results))  # fmt: skip

@@ -14,7 +14,15 @@ from collections.abc import Callable
 
 import torch
 
-from sagips.bench.common import add_size_options, apply_size_options, emit, interleaved, print_table, si
+from sagips.bench.common import (
+    add_size_options,
+    apply_size_options,
+    device_name,
+    emit,
+    interleaved,
+    print_table,
+    si,
+)
 from sagips.bench.workload import load_config, make_proxy
 from sagips.proxy import ProxyApp
 
@@ -68,5 +76,7 @@ def run(args: argparse.Namespace) -> None:
     print_table(f"proxy-app sampler ({setup.describe()}), median of {setup.repeats} rounds",
                 [c for c, _ in COLUMNS], [[fmt(r) for _, fmt in COLUMNS] for r in results])  # fmt: skip
     head = results[0]
-    emit(dict(forward_events_per_s=head["forward_events_per_s"], device=str(setup.device),
-              backward_events_per_s=head["backward_events_per_s"], sizes=results))  # fmt: skip
+    emit(dict(forward_events_per_s=head["forward_events_per_s"],
+              backward_events_per_s=head["backward_events_per_s"], device=str(setup.device),
+              device_name=device_name(setup.device), threads=torch.get_num_threads(), clock=args.clock,
+              sizes=results))  # fmt: skip
