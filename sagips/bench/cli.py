@@ -23,7 +23,8 @@ def parser() -> argparse.ArgumentParser:
     )
     subs = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, summary) in COMMANDS.items():
-        sub = subs.add_parser(name, help=summary, description=module.__doc__.splitlines()[0])
+        headline = module.__doc__.splitlines()[0].replace("``", "")
+        sub = subs.add_parser(name, help=summary, description=headline)
         module.add_arguments(sub)
     return top
 

@@ -31,7 +31,9 @@ def add_size_options(parser: argparse.ArgumentParser, sizes: str, quick: str, re
         "--repeats", type=int, default=repeats, help=f"timed rounds per size (default {repeats})"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: the GPU if any"
+    )
     parser.add_argument(
         "--clock", choices=tuple(CLOCKS), default="wall",
         help="wall (default) or process: CPU seconds of this process, which other load on a shared "
