@@ -12,9 +12,11 @@ LEAK = 0.2
 
 
 def _mlp(n_in: int, n_out: int, hidden: int, blocks: int) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Linear(n_in, hidden), nn.LeakyReLU(LEAK)]
+    # In place: a Linear's backward needs its input, not its output, so the activation
+    # may overwrite the pre-activation; that saves a full-batch tensor per layer.
+    layers: list[nn.Module] = [nn.Linear(n_in, hidden), nn.LeakyReLU(LEAK, inplace=True)]
     for _ in range(blocks):
-        layers += [nn.Linear(hidden, hidden), nn.LeakyReLU(LEAK)]
+        layers += [nn.Linear(hidden, hidden), nn.LeakyReLU(LEAK, inplace=True)]
     layers += [nn.Linear(hidden, n_out), nn.Sigmoid()]
     net = nn.Sequential(*layers)
     for layer in net:

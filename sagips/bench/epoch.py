@@ -27,7 +27,7 @@ from sagips.bench.common import (
 )
 from sagips.bench.floor import epoch_products, gemm_runner
 from sagips.bench.workload import Workload, load_config
-from sagips.trainer import _gan_loss, gan_gradients
+from sagips.trainer import _gan_loss, gan_gradients, retain_freed_memory
 
 DEFAULT_SIZES = "1024x100,128x100"  # the paper's epoch (Tab. III) and one eighth of it
 QUICK_SIZES = "16x20"
@@ -109,6 +109,7 @@ HEADLINE = ("events_per_s", "epoch_s", "ratio_to_gemm_floor", "speedup_vs_refere
 
 def run(args: argparse.Namespace) -> None:
     setup = apply_size_options(args)
+    retain_freed_memory()  # as every training rank does
     cfg = load_config("smoke" if args.quick else "paper")  # the reference data of that scale
     results = [measure(Workload.build(cfg, s, e, setup.device), setup) for s, e in setup.sizes]
     print_table(f"one rank's epoch ({setup.describe()}), median of {setup.repeats} rounds",

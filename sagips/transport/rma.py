@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 from mpi4py import MPI
 
+from sagips.transport.ring import mean_of_rows
+
 NEVER = -1.0  # stamp of a slot no contribution has reached yet
 _F32 = np.dtype(np.float32).itemsize
 
@@ -80,7 +82,7 @@ class RmaRingReducer:
         for part, buf in zip(self.parts, bufs):
             stamps = part[:, 0]
             seen = stamps >= 0
-            np.mean(part[seen, 1:], axis=0, out=buf)
+            mean_of_rows([part[r, 1:] for r in np.flatnonzero(seen)], buf)
             staleness = max(staleness, float(epoch - stamps[seen].min()))
         return staleness
 
