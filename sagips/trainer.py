@@ -155,10 +155,11 @@ class Trainer:
             ProxyConfig(tuple(p.truth), tuple(p.pmin), tuple(p.pmax), p.grid_points, p.x_min, p.x_max),
             self.device,
         )
-        self.reference, self.ref_norms = self._shared_reference()
+        # Only this rank's share of the reference data stays in memory (Fig. 3).
+        reference, self.ref_norms = self._shared_reference()
         rng = np.random.default_rng([cfg.seed, self.rank, 1])
-        keep = max(1, int(round(t.data_fraction * len(self.reference))))
-        self.my_data = self.reference[torch.from_numpy(rng.permutation(len(self.reference))[:keep])]
+        keep = max(1, int(round(t.data_fraction * len(reference))))
+        self.my_data = reference[torch.from_numpy(rng.permutation(len(reference))[:keep])]
 
         m = cfg.model
         member_seed = cfg.seed * 100_003 + (self.rank if cfg.mode == "ensemble" else 0)
