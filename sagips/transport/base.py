@@ -21,7 +21,7 @@ import torch
 @dataclass
 class ExchangeStats:
     comm_s: float = 0.0
-    staleness: float = 0.0  # epochs; RMA without synchronisation only
+    staleness: float = 0.0  # age in epochs of the oldest contribution used (RMA-ARAR inner group)
 
 
 class Reducer(Protocol):

@@ -11,7 +11,7 @@ from mpi4py import MPI
 from sagips.grouping import grouping
 from sagips.transport.base import GradientTransport, OuterRound, exchanged_parameters
 from sagips.transport.ring import AllreduceReducer, RingReducer
-from sagips.transport.rma import RmaRingReducer
+from sagips.transport.rma import RmaInnerGroup
 
 MODES = ("ensemble", "arar", "arar_arar", "rma_arar_arar", "allreduce")
 
@@ -28,7 +28,8 @@ def make_transport(
     fuse: bool = True,
     algorithm: str = "ring",
     outer_member: str = "first",
-    rma_sync: bool = True,
+    max_staleness: int = 0,
+    rma_window: str = "auto",
 ) -> GradientTransport:
     """Build the transport for ``mode``; collective over ``comm`` (every rank must call it)."""
     if mode not in MODES:
@@ -47,8 +48,8 @@ def make_transport(
     if mode == "arar_arar":
         inner = RingReducer(inner_comm, algorithm)
     else:
-        sizes = [p.numel() for p in exchanged_parameters(params, weights_only)]
-        inner = RmaRingReducer(inner_comm, [sum(sizes)] if fuse else sizes, sync=rma_sync)
+        n_values = sum(p.numel() for p in exchanged_parameters(params, weights_only))
+        inner = RmaInnerGroup(inner_comm, n_values, max_staleness, rma_window)
     if outer_member == "first":
         choose = lambda epoch: 0  # noqa: E731 - the paper's fixed choice
     elif outer_member == "random":

@@ -1,91 +1,113 @@
-"""RMA-ARAR (section IV-B3, Fig. 5): the inner ring moves gradients through MPI windows.
+"""RMA-ARAR (section IV-B3, Fig. 5): an inner group that never waits for a busy rank.
 
-Each rank exposes one window, allocated once per run. Ring step s has its own slot
-and every exchanged tensor its own region inside the slot, each region led by a
-stamp (the epoch its contribution was computed in), so no two tensors ever share
-a displacement. At step s a rank puts the contribution it holds into slot s of its
-right neighbour's window and reads slot s of its own window, filled by its left.
+"The gradients to be transferred are just written to memory and then fetched by
+the other rank whenever it is ready." At epoch e a rank publishes its
+contribution into its slot of the group's window (``sagips.transport.slots``)
+and goes on; it averages its own contribution with the newest one every peer
+has published, and waits for a peer only while that peer's newest contribution
+is more than ``max_staleness`` epochs old (stale-synchronous parallel, Ho et al.
+2013). ``max_staleness=0`` waits for every peer's contribution of epoch e itself:
+exactly the ARAR ring's result, bit for bit.
 
-``sync=True`` closes every step with a fence: exactly the ARAR result.
-``sync=False`` never waits for a slower neighbour: puts and local reads are
-guarded by exclusive passive-target locks, and a rank uses whatever contribution
-its left neighbour published last; the age of the oldest one used is the
-staleness reported for the epoch.
+Why reading the group's slots is the ring of Algorithm 1: after N-1 ring steps
+every rank holds every member's contribution and averages them; here every rank
+reads the N-1 contributions from the peers' slots and averages them in the same
+(rank) order. The bytes each rank moves are the same (N-1 contributions), and
+inside one node's shared memory a ring would only add N-2 forwarding hops; what
+changes is who may go on without whom (docs/fidelity.md).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 
 import numpy as np
 from mpi4py import MPI
 
 from sagips.transport.ring import mean_of_rows
+from sagips.transport.slots import DEPTH, NEVER, PassiveSlots, SharedSlots, on_one_node
 
-NEVER = -1.0  # stamp of a slot no contribution has reached yet
-_F32 = np.dtype(np.float32).itemsize
+log = logging.getLogger(__name__)
+WINDOWS = ("auto", "shared", "passive")
+_SPINS = 200  # polls that only yield the core before a waiting rank starts to sleep
+_MAX_NAP_S = 1e-3
 
 
-class RmaRingReducer:
-    def __init__(self, comm: MPI.Comm, sizes: Sequence[int], sync: bool) -> None:
-        self.comm, self.sync = comm, sync
+class _Backoff:
+    """Waiting politely: yield the core first, then sleep up to 1 ms, so a waiting rank
+    never takes the core from the peer it waits for (ranks may outnumber cores)."""
+
+    def __init__(self) -> None:
+        self.polls = 0
+
+    def wait(self) -> None:
+        self.polls += 1
+        time.sleep(0 if self.polls < _SPINS else min(_MAX_NAP_S, 1e-5 * (self.polls - _SPINS + 1)))
+
+
+class RmaInnerGroup:
+    """The RMA-ARAR inner group with bounded staleness; a ``Reducer`` (``sagips.transport.base``).
+
+    ``window``: ``shared`` (one node), ``passive`` (any placement; a read may wait
+    for a busy peer) or ``auto`` (shared when the group lives on one node).
+    After ``reduce``, ``used`` holds the epoch of every member's contribution that
+    went into the mean (this rank's own: the current epoch).
+    """
+
+    def __init__(self, comm: MPI.Comm, n_values: int, max_staleness: int, window: str = "auto") -> None:
+        if window not in WINDOWS:
+            raise ValueError(f"transport.rma_window={window!r} is not one of {', '.join(WINDOWS)}")
+        if not (isinstance(max_staleness, int) and max_staleness >= 0):
+            raise ValueError(f"transport.max_staleness={max_staleness!r} must be an integer >= 0")
+        self.comm, self.max_staleness = comm, max_staleness
         self.n, self.rank = comm.Get_size(), comm.Get_rank()
-        self.sizes = list(sizes)
-        region = [1 + s for s in self.sizes]  # stamp + values, per tensor
-        self.offsets = np.concatenate(([0], np.cumsum(region)[:-1])).astype(int)
-        self.slot = int(sum(region))
-        n_slots = max(self.n - 1, 1)
-        self.win = MPI.Win.Allocate(n_slots * self.slot * _F32, disp_unit=_F32, comm=comm)
-        self.local = np.frombuffer(self.win.tomemory(), dtype=np.float32)
-        self.win.Lock(self.rank, MPI.LOCK_EXCLUSIVE)
-        self.local[:] = NEVER
-        self.win.Unlock(self.rank)
-        # contributions by source rank, each with its stamp in column 0
-        self.parts = [np.full((self.n, 1 + s), NEVER, dtype=np.float32) for s in self.sizes]
-        comm.Barrier()
-
-    def _disp(self, step: int, k: int) -> int:
-        return (step - 1) * self.slot + int(self.offsets[k])
-
-    def _put(self, step: int, src: int) -> None:
-        right = (self.rank + 1) % self.n
-        for k, part in enumerate(self.parts):
-            self.win.Put(part[src], right, target=(self._disp(step, k), part.shape[1], MPI.FLOAT))
-
-    def _read(self, step: int, src: int) -> None:
-        for k, part in enumerate(self.parts):
-            d = self._disp(step, k)
-            part[src] = self.local[d : d + part.shape[1]]
+        shared = window == "shared" or (window == "auto" and on_one_node(comm))
+        if window == "auto" and not shared and self.rank == 0:
+            log.warning(
+                "an RMA-ARAR inner group spans several nodes: passive-target RMA, where a "
+                "read may wait until a busy peer enters MPI (is ranks_per_node > ranks per node?)"
+            )
+        self.slots = (SharedSlots if shared else PassiveSlots)(comm, n_values)
+        self.rows = np.zeros((self.n, n_values), dtype=np.float32)  # newest contribution of each member
+        self.used = np.full(self.n, NEVER, dtype=np.int64)
+        self.mean = np.empty(n_values, dtype=np.float32)
 
     def reduce(self, bufs: Sequence[np.ndarray], epoch: int) -> float:
+        """Average with the peers' newest contributions; returns the age in epochs of the oldest used."""
         if self.n == 1:
             return 0.0
-        for part, buf in zip(self.parts, bufs):
-            part[self.rank, 0] = epoch
-            part[self.rank, 1:] = buf
-        right = (self.rank + 1) % self.n
-        for step in range(1, self.n):
-            send_src, recv_src = (self.rank - step + 1) % self.n, (self.rank - step) % self.n
-            if self.sync:
-                self.win.Fence()
-                self._put(step, send_src)
-                self.win.Fence()
-                self._read(step, recv_src)
-            else:
-                self.win.Lock(right, MPI.LOCK_EXCLUSIVE)
-                self._put(step, send_src)
-                self.win.Unlock(right)
-                self.win.Lock(self.rank, MPI.LOCK_EXCLUSIVE)
-                self._read(step, recv_src)
-                self.win.Unlock(self.rank)
-        staleness = 0.0
-        for part, buf in zip(self.parts, bufs):
-            stamps = part[:, 0]
-            seen = stamps >= 0
-            mean_of_rows([part[r, 1:] for r in np.flatnonzero(seen)], buf)
-            staleness = max(staleness, float(epoch - stamps[seen].min()))
-        return staleness
+        self.slots.publish(epoch, bufs)
+        np.concatenate([b.reshape(-1) for b in bufs], out=self.rows[self.rank])
+        self.used[self.rank] = epoch
+        for peer in range(self.n):
+            if peer != self.rank:
+                self._fetch(peer, epoch)
+        mean_of_rows(list(self.rows), self.mean)
+        pos = 0
+        for buf in bufs:
+            buf.reshape(-1)[:] = self.mean[pos : pos + buf.size]
+            pos += buf.size
+        return float(max(0, epoch - int(self.used.min())))
+
+    def _fetch(self, peer: int, epoch: int) -> None:
+        """Bring ``rows[peer]`` up to the peer's newest contribution, waiting only while it is too old."""
+        exact = self.max_staleness == 0
+        oldest = max(epoch - self.max_staleness, NEVER + 1)  # a peer must have published something
+        backoff = _Backoff()
+        while True:
+            stamps = self.slots.epochs(peer)
+            k = epoch % DEPTH if exact else int(np.argmax(stamps))
+            if stamps[k] >= oldest and (stamps[k] == epoch or not exact):
+                if stamps[k] == self.used[peer]:
+                    return  # the newest is the one already held
+                self.used[peer] = NEVER  # rows[peer] is about to change
+                got = self.slots.read(peer, k, self.rows[peer])
+                if got is not None and got >= oldest and (got == epoch or not exact):
+                    self.used[peer] = got
+                    return
+            backoff.wait()
 
     def close(self) -> None:
-        self.comm.Barrier()
-        self.win.Free()
+        self.slots.free()
