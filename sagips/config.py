@@ -30,16 +30,19 @@ CHOICES = {
     "train.device": ("auto", "cpu", "cuda"),
     "transport.algorithm": ("ring", "chunked"),
     "transport.outer_member": ("first", "random"),
+    "transport.rma_window": ("auto", "shared", "passive"),
 }
 POSITIVE_INTS = (
     "ranks", "ranks_per_node", "h", "train.epochs", "train.param_samples",
     "train.events_per_sample", "train.checkpoint_every", "train.log_every",
     "proxy.grid_points", "proxy.reference_events",
 )  # fmt: skip
-NON_NEGATIVE_INTS = ("seed", "train.threads", "proxy.reference_seed", "train.straggler.ms")
+NON_NEGATIVE_INTS = (
+    "seed", "train.threads", "proxy.reference_seed", "train.straggler.ms", "transport.max_staleness",
+)  # fmt: skip
 POSITIVE_FLOATS = ("train.lr_g", "train.lr_d")
-NON_NEGATIVE_FLOATS = ("proxy.norm_weight",)
-BOOLS = ("transport.weights_only", "transport.fuse", "transport.rma_sync")
+NON_NEGATIVE_FLOATS = ("proxy.norm_weight", "train.straggler.jitter_ms")
+BOOLS = ("transport.weights_only", "transport.fuse")
 
 
 class ConfigError(ValueError):
@@ -93,7 +96,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
     for key in POSITIVE_FLOATS + NON_NEGATIVE_FLOATS:
         v = get(cfg, key)
         if not _is_number(v) or v < 0 or (v == 0 and key in POSITIVE_FLOATS):
-            raise ConfigError(key, v, "must be a positive number")
+            raise ConfigError(key, v, "must be a positive number" if key in POSITIVE_FLOATS
+                              else "must be a number >= 0")  # fmt: skip
     for key in BOOLS:
         if not isinstance(get(cfg, key), bool):
             raise ConfigError(key, get(cfg, key), "must be true or false")

@@ -131,6 +131,7 @@ class Totals:
     comm_s: float = 0.0
     skipped: int = 0
     max_staleness: float = 0.0
+    staleness_sum: float = 0.0  # per epoch, the age of the oldest contribution used
 
 
 class Trainer:
@@ -181,7 +182,7 @@ class Trainer:
         self.transport = make_transport(
             cfg.mode, comm, list(self.G.parameters()), ranks_per_node=cfg.ranks_per_node, h=cfg.h,
             seed=cfg.seed, weights_only=tr.weights_only, fuse=tr.fuse, algorithm=tr.algorithm,
-            outer_member=tr.outer_member, rma_sync=tr.rma_sync,
+            outer_member=tr.outer_member, max_staleness=tr.max_staleness, rma_window=tr.rma_window,
         )  # fmt: skip
         self.totals = Totals()
 
@@ -211,8 +212,7 @@ class Trainer:
             self.G, self.D, self.proxy, self.my_data, self.samples, self.events,
             loss=t.loss, norm_weight=self.cfg.proxy.norm_weight, ref_norms=self.ref_norms,
         )  # fmt: skip
-        if t.straggler.ms and self.rank in t.straggler.ranks:
-            time.sleep(t.straggler.ms / 1000)  # the slow sampler of section IV-B3
+        time.sleep(self._delay_s(epoch))  # the slow sampler of section IV-B3
         self._inject(epoch)
         finite = self._grads_finite()
         if not finite and t.nonfinite == "abort":
@@ -228,6 +228,19 @@ class Trainer:
         for schedule in self.schedules:
             schedule.step()
         return EpochResult(g_loss.item(), d_loss.item(), stats.comm_s, stats.staleness, skipped)
+
+    def _delay_s(self, epoch: int) -> float:
+        """This rank's emulated pipeline delay in ``epoch``: the fixed straggler plus the jitter.
+
+        The jitter is exponential with mean ``train.straggler.jitter_ms``, drawn from a
+        generator seeded by (seed, rank, epoch): independent per rank and epoch, and the
+        same again when a run resumes.
+        """
+        s = self.cfg.train.straggler
+        delay = s.ms if self.rank in s.ranks else 0.0
+        if s.jitter_ms:
+            delay += np.random.default_rng([self.cfg.seed, self.rank, epoch, 3]).exponential(s.jitter_ms)
+        return delay / 1000
 
     def _grads_finite(self) -> bool:
         return bool(torch.isfinite(torch.stack([p.grad.sum() for p in self.G.parameters()])).all())
@@ -292,6 +305,7 @@ class Trainer:
                 self.totals.comm_s += res.comm_s
                 self.totals.skipped += res.skipped
                 self.totals.max_staleness = max(self.totals.max_staleness, res.staleness)
+                self.totals.staleness_sum += res.staleness
                 metrics.add(epoch, self.totals.train_time_s, res)
                 if epoch % t.log_every == 0 or epoch == t.epochs:
                     metrics.flush_row()
@@ -310,6 +324,7 @@ class Trainer:
         comm_s = self.comm.allreduce(self.totals.comm_s, op=MPI.MAX)
         skipped = self.comm.allreduce(self.totals.skipped, op=MPI.SUM)
         stale = self.comm.allreduce(self.totals.max_staleness, op=MPI.MAX)
+        mean_stale = self.comm.allreduce(self.totals.staleness_sum, op=MPI.SUM) / (self.world * t.epochs)
         self.transport.close()
         if self.rank != 0:
             return
@@ -319,7 +334,7 @@ class Trainer:
             scale=self.cfg.scale, sampling=self.cfg.sampling, epochs=t.epochs,
             param_samples=self.samples, events_per_sample=self.events, disc_batch=self.disc_batch,
             total_train_time_s=total, total_comm_s=comm_s, skipped_updates=skipped,
-            max_staleness_epochs=stale, resumed_from_epoch=resumed_from,
+            max_staleness_epochs=stale, mean_staleness_epochs=mean_stale, resumed_from_epoch=resumed_from,
             analysis_rate=analysis_rate(self.world, self.disc_batch, t.epochs, total),
             exchanged_values=self.transport.n_values, device=str(self.device),
             finished_at=time.time(),

@@ -58,6 +58,12 @@ CASES = [
     (["train.checkpoint_every=x"], "train.checkpoint_every", "x"),
     (["train.nonfinite=ignore"], "train.nonfinite", "ignore"),
     (["ranks=2", "train.straggler.ranks=[5]"], "train.straggler.ranks", "[5]"),  # no rank 5
+    (["transport.max_staleness=-1"], "transport.max_staleness", "-1"),
+    (["transport.max_staleness=1.5"], "transport.max_staleness", "1.5"),
+    (["transport.max_staleness=often"], "transport.max_staleness", "often"),
+    (["transport.rma_window=remote"], "transport.rma_window", "remote"),
+    (["train.straggler.jitter_ms=-5"], "train.straggler.jitter_ms", "-5"),
+    (["train.straggler.jitter_ms=lots"], "train.straggler.jitter_ms", "lots"),
     (["transport.weights_only=maybe"], "transport.weights_only", "maybe"),
     (["transport.weights_only=2"], "transport.weights_only", "2"),
     (["proxy.truth=[1,2]"], "proxy.truth", "[1, 2]"),  # wrong length
