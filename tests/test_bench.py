@@ -91,3 +91,15 @@ def test_comm_names_a_missing_launcher(tmp_path):
 @pytest.mark.slow
 def test_scaling_quick(tmp_path):
     positive(bench("scaling", "--quick", cwd=tmp_path), "rate_1", "rate_2", "weak_scaling_efficiency")
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_straggler_quick(tmp_path):
+    figures = bench("straggler", "--quick", cwd=tmp_path)
+    assert set(figures["ratio"]) == {"2"} and figures["ratio"]["2"] > 0
+    by_mode = {run["mode"]: run for run in figures["runs"]}
+    assert by_mode["arar_arar"]["max_staleness"] == 0  # synchronous: always this epoch's gradients
+    for run in figures["runs"]:
+        assert len(run["epoch_rates"]) == 2 and min(run["epoch_rates"]) > 0
+        assert 0 <= run["mean_abs_r"] < 10

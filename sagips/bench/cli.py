@@ -1,4 +1,4 @@
-"""``sagips-bench {epoch,sampler,comm,scaling}``: performance figures a user can quote."""
+"""``sagips-bench {epoch,sampler,comm,scaling,straggler}``: performance figures a user can quote."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sagips.bench import comm, epoch, sampler, scaling
+from sagips.bench import comm, epoch, sampler, scaling, straggler
 
 COMMANDS = {
     "epoch": (epoch, "one rank's epoch: engine vs unfused reference vs GEMM floor"),
     "sampler": (sampler, "proxy-app events per second, forward and forward+backward"),
     "comm": (comm, "one gradient exchange per transport, as a ratio to MPI.Allreduce (runs mpiexec)"),
     "scaling": (scaling, "analysis rate (eq. 9) at 1 and 2 ranks, weak-scaling efficiency"),
+    "straggler": (straggler, "job time with per-epoch jitter: synchronous vs asynchronous inner group"),
 }
 
 

@@ -25,12 +25,14 @@ QUICK = dict(size="16x20", epochs=10, rounds=1)
 RANKS = (1, 2)
 
 
-def sagips_run(mode: str, ranks: int, samples: int, events: int, epochs: int, run_dir: Path) -> dict:
-    """One ``sagips`` job; returns its summary.json."""
+def sagips_run(
+    mode: str, ranks: int, samples: int, events: int, epochs: int, run_dir: Path, *overrides: str
+) -> dict:
+    """One ``sagips`` job (one torch thread per rank, more ``overrides`` last); returns its summary.json."""
     cmd = [sys.executable, "-m", "sagips", f"mode={mode}", f"ranks={ranks}", "scale=smoke",
            "sampling=constant", "train.threads=1", f"train.epochs={epochs}", f"train.param_samples={samples}",
            f"train.events_per_sample={events}", f"train.checkpoint_every={epochs}",
-           f"train.log_every={epochs}", f"hydra.run.dir={run_dir}"]  # fmt: skip
+           f"train.log_every={epochs}", f"hydra.run.dir={run_dir}", *overrides]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd[2:])} failed:\n{done.stderr[-4000:]}")
