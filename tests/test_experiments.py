@@ -28,6 +28,8 @@ PAPER = {
     "fig14_16_weak_scaling": (240, {1, 2, 4, 8, 20, 60}, {"arar_arar", "rma_arar_arar"}),
     "h_sweep": (4, {200}, {"rma_arar_arar"}),
     "table4_convergence": (80, {8}, {"allreduce", "rma_arar_arar", "arar_arar", "arar"}),
+    "jitter_async": (2, {4}, {"arar_arar", "rma_arar_arar"}),
+    "staleness_bound": (5, {4}, {"rma_arar_arar"}),
 }
 
 
