@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -139,7 +140,7 @@ def test_a_sweep_over_rank_counts_runs_through_slurm(slurm: None, tmp_path: Path
         assert (s["status"], s["ranks"]) == ("complete", ranks)
     scripts = [p.read_text() for p in (sweep / ".submitit").glob("*/.submission_file_*.sh")]
     scripts += [p.read_text() for p in (sweep / ".submitit").glob(".submission_file_*.sh")]
-    shapes = sorted(line for text in scripts for line in text.splitlines() if "--ntasks-per-node" in line)
+    shapes = sorted(re.findall(r"^#SBATCH --ntasks-per-node=\d+$", "\n".join(scripts), re.M))
     assert shapes == ["#SBATCH --ntasks-per-node=1", "#SBATCH --ntasks-per-node=2"], scripts  # two arrays
     assert all("--mpi=pmi2" in text for text in scripts)
 
