@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -155,17 +156,32 @@ def _squeue(job_id: str) -> str:
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
 
 
+@contextmanager
+def sweep_in_background(
+    tmp_path: Path, sweep: Path, *overrides: str
+) -> Iterator[tuple[subprocess.Popen, Path]]:
+    """``sagips -m cluster=slurm OVERRIDES`` in the background -> (process, its log). At the end,
+    whatever still runs is stopped, the job in Slurm too."""
+    log = tmp_path / "sweep.log"
+    args = ("-m", "cluster=slurm", *overrides, f"hydra.sweep.dir={sweep}")
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "sagips", *args], cwd=tmp_path, stdout=out, stderr=out)
+    try:
+        yield proc, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if (job_id := _job_id(sweep)) and _squeue(job_id):
+            subprocess.run(["scancel", job_id])
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_a_preempted_job_is_requeued_and_resumes(slurm: None, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    args = ("-m", "cluster=slurm", "ranks=2", "train.epochs=400", "train.checkpoint_every=50",
-            f"hydra.sweep.dir={sweep}")  # fmt: skip
     run = sweep / "ranks=2,train.checkpoint_every=50,train.epochs=400"
-    with (tmp_path / "sweep.log").open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "sagips", *args], cwd=tmp_path, stdout=log, stderr=log)
-    job_id = None
-    try:
+    overrides = ("ranks=2", "train.epochs=400", "train.checkpoint_every=50")
+    with sweep_in_background(tmp_path, sweep, *overrides) as (proc, log):
         wait_for(lambda: ck.resume_epoch(run, 2) >= 50, SWEEP_TIMEOUT_S, "the first checkpoints")
         job_id = _job_id(sweep)
         assert job_id is not None
@@ -175,12 +191,7 @@ def test_a_preempted_job_is_requeued_and_resumes(slurm: None, tmp_path: Path) ->
         wait_for(lambda: _squeue(job_id).startswith("PENDING"), 120, "the requeue")
         # Slurm holds a requeued job for two minutes; a test need not wait for that.
         subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
-        assert proc.wait(timeout=SWEEP_TIMEOUT_S) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if job_id and _squeue(job_id):
-            subprocess.run(["scancel", job_id])
+        assert proc.wait(timeout=SWEEP_TIMEOUT_S) == 0, log.read_text()[-3000:]
     s = summary(run)
     assert s["status"] == "complete" and s["resumed_from_epoch"] >= 50
     assert ck.generator_path(run, 0, 1).stat().st_mtime_ns == first  # not retrained from scratch
@@ -190,25 +201,18 @@ def test_a_preempted_job_is_requeued_and_resumes(slurm: None, tmp_path: Path) ->
 @pytest.mark.slow
 def test_a_cancelled_job_ends_the_sweep_with_one_line_naming_it(slurm: None, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    args = ("-m", "cluster=slurm", "ranks=1", "train.epochs=100000", "train.checkpoint_every=50",
-            f"hydra.sweep.dir={sweep}")  # fmt: skip
     run = sweep / "ranks=1,train.checkpoint_every=50,train.epochs=100000"
-    log = tmp_path / "sweep.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "sagips", *args], cwd=tmp_path, stdout=out, stderr=out)
-    job_id = None
-    try:
+    with sweep_in_background(
+        tmp_path, sweep, "ranks=1", "train.epochs=100000", "train.checkpoint_every=50"
+    ) as (
+        proc,
+        log,
+    ):
         wait_for(lambda: ck.resume_epoch(run, 1) >= 1, SWEEP_TIMEOUT_S, "the job to train")
         job_id = _job_id(sweep)
         assert job_id is not None
         subprocess.run(["scancel", job_id], check=True)
-        budget = sl.POLL_S + sl.RESULT_GRACE_S + 60
-        assert proc.wait(timeout=budget) == 1, log.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if job_id and _squeue(job_id).startswith(("PENDING", "RUNNING")):
-            subprocess.run(["scancel", job_id])
+        assert proc.wait(timeout=sl.POLL_S + sl.RESULT_GRACE_S + 60) == 1, log.read_text()[-3000:]
     last = log.read_text().strip().splitlines()[-1]
     assert last.startswith(f"sagips: error: Slurm job {job_id} (#0 "), last
     assert "ended without a result" in last, last

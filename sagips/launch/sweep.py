@@ -92,7 +92,8 @@ def _int(cfg: DictConfig, key: str, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
 
 
-def compose(launcher: Any, job_overrides: Sequence[Sequence[str]], first: int) -> list[DictConfig]:
+def compose_jobs(launcher: Any, job_overrides: Sequence[Sequence[str]], first: int) -> list[DictConfig]:
+    """Each job's config, numbered from ``first``, as Hydra's basic launcher composes them."""
     configs = []
     for num, overrides in enumerate(job_overrides, start=first):
         cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
@@ -188,7 +189,7 @@ class _Sweep:
         pipes = [os.pipe(), os.pipe()] if self.at_once > 1 else []
         streams = (pipes[0][1], pipes[1][1]) if pipes else None
         proc = self.ctx.Process(target=_job_process, args=(self.launcher, job, writer, streams),
-                                name=f"sagips-job-{job.num}", daemon=False)  # fmt: skip
+                                name=f"sagips-job-{job.num}")  # fmt: skip
         proc.start()
         writer.close()
         run = _Running(job, proc, {reader.fileno()})
@@ -290,7 +291,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     cores = machine_cores()
     try:
-        jobs, at_once = plan(compose(launcher, job_overrides, initial_job_idx), launcher.parallel_jobs, cores)
+        jobs, at_once = plan(compose_jobs(launcher, job_overrides, initial_job_idx), launcher.parallel_jobs, cores)
     except ConfigError as exc:
         print(f"sagips: error: {exc}", file=sys.stderr)
         sys.exit(2)
