@@ -290,8 +290,9 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     config = launcher.config
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     cores = machine_cores()
+    configs = compose_jobs(launcher, job_overrides, initial_job_idx)
     try:
-        jobs, at_once = plan(compose_jobs(launcher, job_overrides, initial_job_idx), launcher.parallel_jobs, cores)
+        jobs, at_once = plan(configs, launcher.parallel_jobs, cores)
     except ConfigError as exc:
         print(f"sagips: error: {exc}", file=sys.stderr)
         sys.exit(2)
