@@ -12,6 +12,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sagips.launch.local import Stopped
 from sagips.launch.runner import JobFailed, run_job
 
 GROUPS = ("mode", "scale", "sampling", "cluster", "model", "experiment")
@@ -97,6 +98,8 @@ def main() -> None:
         _error(one_line(exc), 2)
     except JobFailed as exc:
         _error(f"{exc} (failures of other jobs, if any, are logged above)", 1)
+    except Stopped as exc:  # Ctrl-C or SIGTERM: 130 or 143, as a shell reports them
+        _error(str(exc), exc.code)
     except OSError as exc:
         key = "hydra.sweep.dir" if {"-m", "--multirun"} & set(argv) else "hydra.run.dir"
         _error(f"{key}: cannot create or write {exc.filename!r} ({exc.strerror})", 1)

@@ -81,6 +81,16 @@ def param_samples(cfg: Mapping[str, Any]) -> int:
     return base
 
 
+def validate_world(cfg: Mapping[str, Any]) -> None:
+    """``ranks`` and ``ranks_per_node``, the shape of the MPI world (checked before a Slurm submission)."""
+    for key in ("ranks", "ranks_per_node"):
+        if not _is_int(v := get(cfg, key)) or v < 1:
+            raise ConfigError(key, v, "must be an integer >= 1")
+    ranks, rpn = cfg["ranks"], cfg["ranks_per_node"]
+    if ranks % rpn:
+        raise ConfigError("ranks_per_node", rpn, f"must divide ranks={ranks}")
+
+
 def validate(cfg: Mapping[str, Any]) -> None:
     """Raise ``ConfigError`` for the first bad key of a resolved config (a plain dict)."""
     for key, allowed in CHOICES.items():
@@ -101,9 +111,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
     for key in BOOLS:
         if not isinstance(get(cfg, key), bool):
             raise ConfigError(key, get(cfg, key), "must be true or false")
-    ranks, rpn = cfg["ranks"], cfg["ranks_per_node"]
-    if ranks % rpn:
-        raise ConfigError("ranks_per_node", rpn, f"must divide ranks={ranks}")
+    validate_world(cfg)
+    ranks = cfg["ranks"]
     frac = get(cfg, "train.data_fraction")
     if not _is_number(frac) or not 0 < frac <= 1:
         raise ConfigError("train.data_fraction", frac, "must lie in (0, 1]")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -66,6 +67,11 @@ def run(run_dir: Path, cfg: DictConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Ctrl-C reaches every rank at once (and mpiexec relays SIGINT/SIGTERM to them): die
+    # at once and quietly, instead of one KeyboardInterrupt traceback per rank. The
+    # launcher names the stopped job; the checkpoints written so far are complete.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         sys.exit("usage: mpiexec -n N python -m mpi4py -m sagips.worker RUN_DIR")

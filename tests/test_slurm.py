@@ -1,6 +1,7 @@
-"""``cluster=slurm`` (issue 4): the job array sized from the sweep's jobs, and against a real Slurm:
-submitit submits the sweep, srun starts each 2-rank MPI world, and a preempted job is requeued
-and resumes from its checkpoints.
+"""``cluster=slurm`` (issues 4, 12): job arrays sized from the sweep's jobs, one per resource shape,
+and against a real Slurm: submitit submits the sweep, srun starts each MPI world, a sweep over
+rank counts completes, a preempted job is requeued and resumes from its checkpoints, and a job
+cancelled under the sweep ends it with one line naming the job.
 
 Where no Slurm answers, the session starts one on localhost with ``.ci/slurm-up.sh`` (root, Debian
 packages) and stops it again with ``.ci/slurm-down.sh``; where that is impossible the tests skip
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,7 +26,8 @@ from hydra import compose, initialize_config_dir
 
 from sagips import checkpoints as ck
 from sagips.cli import conf_dir
-from sagips.launch.slurm import DROP_STALE_SHM, SlurmSweep, drop_stale_shm
+from sagips.launch import slurm as sl
+from sagips.launch.slurm import DROP_STALE_SHM, by_shape, drop_stale_shm, jobs_resources
 from tests.conftest import run_sagips, summary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,25 +71,29 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
         time.sleep(0.5)
 
 
-def test_the_job_array_is_sized_from_the_jobs() -> None:
-    overrides = ["cluster=slurm", "mode=arar_arar", "ranks=8", "ranks_per_node=4", "seed=0",
-                 "cluster.gpus_per_node=4", "cluster.partition=gpu",
-                 "cluster.srun_extra=['--cpu-bind=cores']"]  # fmt: skip
+def test_job_arrays_are_sized_from_the_jobs_one_per_shape() -> None:
+    common = ["cluster=slurm", "mode=arar_arar", "cluster.gpus_per_node=4", "cluster.partition=gpu",
+              "cluster.srun_extra=['--cpu-bind=cores']"]  # fmt: skip
+    jobs = [["ranks=8", "ranks_per_node=4", "seed=0"], ["ranks=2", "seed=0"], ["ranks=8", "ranks_per_node=4",
+            "seed=1", "train.epochs=50"]]  # fmt: skip
     with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-        SlurmSweep().on_multirun_start(cfg)
-    launcher = cfg.hydra.launcher
-    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
-    assert launcher.partition == "gpu" and launcher.additional_parameters == {"requeue": True}
-    assert list(launcher.srun_args) == ["--mpi=pmi2", "--kill-on-bad-exit=1", "--cpu-bind=cores"]
-    assert list(launcher.setup) == [DROP_STALE_SHM]
+        resources = jobs_resources(
+            jobs, lambda o: compose(config_name="config", overrides=common + o, return_hydra_config=True)
+        )
+    assert by_shape(resources) == [[0, 2], [1]]  # seed and train.* never change the size
+    eight, two = resources[0], resources[1]
+    assert (eight["nodes"], eight["tasks_per_node"], eight["gpus_per_node"]) == (2, 4, 4)
+    assert (two["nodes"], two["tasks_per_node"]) == (1, 2)
+    assert eight["partition"] == "gpu" and eight["additional_parameters"] == {"requeue": True}
+    assert eight["srun_args"] == ["--mpi=pmi2", "--kill-on-bad-exit=1", "--cpu-bind=cores"]
+    assert eight["setup"] == [DROP_STALE_SHM] and "_target_" not in eight
 
 
-def test_a_sweep_over_rank_counts_is_refused_before_submission(tmp_path: Path) -> None:
-    done = run_sagips("-m", "+experiment=fig11_12_scaling", "cluster=slurm", cwd=tmp_path)
+def test_a_job_of_a_bad_size_is_refused_before_submission(tmp_path: Path) -> None:
+    done = run_sagips("-m", "cluster=slurm", "ranks=2,4", "ranks_per_node=3", cwd=tmp_path)
     assert done.returncode == 2
-    assert "run one sweep per rank count (add e.g. ranks=1)" in done.stderr.splitlines()[-1]
-    assert not (tmp_path / "multirun").exists()
+    assert done.stderr.strip().splitlines()[-1] == "sagips: error: ranks_per_node=3: must divide ranks=2"
+    assert [p.name for p in (tmp_path / "multirun" / "sweep").iterdir()] == ["multirun.yaml"]  # Hydra's own
 
 
 @pytest.mark.parametrize("tasks,message", [
@@ -123,18 +131,19 @@ def test_the_hand_sbatch_template_runs_a_two_rank_job(slurm: None, tmp_path: Pat
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_a_two_job_sweep_runs_through_slurm(slurm: None, tmp_path: Path) -> None:
+def test_a_sweep_over_rank_counts_runs_through_slurm(slurm: None, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    done = run_sagips("-m", "cluster=slurm", "ranks=2", "seed=0,1", f"hydra.sweep.dir={sweep}",
+    done = run_sagips("-m", "cluster=slurm", "ranks=1,2", "scale=smoke", f"hydra.sweep.dir={sweep}",
                       cwd=tmp_path, timeout=SWEEP_TIMEOUT_S)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    for seed in (0, 1):
-        s = summary(sweep / f"ranks=2,seed={seed}")
-        assert (s["status"], s["ranks"], s["seed"]) == ("complete", 2, seed)
-    (script,) = (sweep / ".submitit").glob(".submission_file_*.sh")
-    text = script.read_text()
-    assert "#SBATCH --ntasks-per-node=2" in text and "#SBATCH --nodes=1" in text
-    assert "--mpi=pmi2" in text and "#SBATCH --array=0-1" in text
+    for ranks in (1, 2):
+        s = summary(sweep / f"ranks={ranks},scale=smoke")
+        assert (s["status"], s["ranks"]) == ("complete", ranks)
+    scripts = [p.read_text() for p in (sweep / ".submitit").glob("*/.submission_file_*.sh")]
+    scripts += [p.read_text() for p in (sweep / ".submitit").glob(".submission_file_*.sh")]
+    shapes = sorted(re.findall(r"^#SBATCH --ntasks-per-node=\d+$", "\n".join(scripts), re.M))
+    assert shapes == ["#SBATCH --ntasks-per-node=1", "#SBATCH --ntasks-per-node=2"], scripts  # two arrays
+    assert all("--mpi=pmi2" in text for text in scripts)
 
 
 def _job_id(sweep: Path) -> str | None:
@@ -147,17 +156,32 @@ def _squeue(job_id: str) -> str:
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
 
 
+@contextmanager
+def sweep_in_background(
+    tmp_path: Path, sweep: Path, *overrides: str
+) -> Iterator[tuple[subprocess.Popen, Path]]:
+    """``sagips -m cluster=slurm OVERRIDES`` in the background -> (process, its log). At the end,
+    whatever still runs is stopped, the job in Slurm too."""
+    log = tmp_path / "sweep.log"
+    args = ("-m", "cluster=slurm", *overrides, f"hydra.sweep.dir={sweep}")
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "sagips", *args], cwd=tmp_path, stdout=out, stderr=out)
+    try:
+        yield proc, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if (job_id := _job_id(sweep)) and _squeue(job_id):
+            subprocess.run(["scancel", job_id])
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_a_preempted_job_is_requeued_and_resumes(slurm: None, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    args = ("-m", "cluster=slurm", "ranks=2", "train.epochs=400", "train.checkpoint_every=50",
-            f"hydra.sweep.dir={sweep}")  # fmt: skip
     run = sweep / "ranks=2,train.checkpoint_every=50,train.epochs=400"
-    with (tmp_path / "sweep.log").open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "sagips", *args], cwd=tmp_path, stdout=log, stderr=log)
-    job_id = None
-    try:
+    overrides = ("ranks=2", "train.epochs=400", "train.checkpoint_every=50")
+    with sweep_in_background(tmp_path, sweep, *overrides) as (proc, log):
         wait_for(lambda: ck.resume_epoch(run, 2) >= 50, SWEEP_TIMEOUT_S, "the first checkpoints")
         job_id = _job_id(sweep)
         assert job_id is not None
@@ -167,12 +191,29 @@ def test_a_preempted_job_is_requeued_and_resumes(slurm: None, tmp_path: Path) ->
         wait_for(lambda: _squeue(job_id).startswith("PENDING"), 120, "the requeue")
         # Slurm holds a requeued job for two minutes; a test need not wait for that.
         subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
-        assert proc.wait(timeout=SWEEP_TIMEOUT_S) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if job_id and _squeue(job_id):
-            subprocess.run(["scancel", job_id])
+        assert proc.wait(timeout=SWEEP_TIMEOUT_S) == 0, log.read_text()[-3000:]
     s = summary(run)
     assert s["status"] == "complete" and s["resumed_from_epoch"] >= 50
     assert ck.generator_path(run, 0, 1).stat().st_mtime_ns == first  # not retrained from scratch
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_cancelled_job_ends_the_sweep_with_one_line_naming_it(slurm: None, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    run = sweep / "ranks=1,train.checkpoint_every=50,train.epochs=100000"
+    with sweep_in_background(
+        tmp_path, sweep, "ranks=1", "train.epochs=100000", "train.checkpoint_every=50"
+    ) as (
+        proc,
+        log,
+    ):
+        wait_for(lambda: ck.resume_epoch(run, 1) >= 1, SWEEP_TIMEOUT_S, "the job to train")
+        job_id = _job_id(sweep)
+        assert job_id is not None
+        subprocess.run(["scancel", job_id], check=True)
+        assert proc.wait(timeout=sl.POLL_S + sl.RESULT_GRACE_S + 60) == 1, log.read_text()[-3000:]
+    last = log.read_text().strip().splitlines()[-1]
+    assert last.startswith(f"sagips: error: Slurm job {job_id} (#0 "), last
+    assert "ended without a result" in last, last
+    assert not ck.summary_path(run).exists()

@@ -1,4 +1,4 @@
-"""``sagips-bench {epoch,sampler,comm,scaling,straggler}``: performance figures a user can quote."""
+"""``sagips-bench {epoch,sampler,comm,scaling,straggler,sweep}``: performance figures a user can quote."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sagips.bench import comm, epoch, sampler, scaling, straggler
+from sagips.bench import comm, epoch, sampler, scaling, straggler, sweep
 
 COMMANDS = {
     "epoch": (epoch, "one rank's epoch: engine vs unfused reference vs GEMM floor"),
@@ -14,6 +14,7 @@ COMMANDS = {
     "comm": (comm, "one gradient exchange per transport, as a ratio to MPI.Allreduce (runs mpiexec)"),
     "scaling": (scaling, "analysis rate (eq. 9) at 1 and 2 ranks, weak-scaling efficiency"),
     "straggler": (straggler, "job time with per-epoch jitter: synchronous vs asynchronous inner group"),
+    "sweep": (sweep, "a local sweep's wall time, jobs side by side vs one after another"),
 }
 
 

@@ -5,6 +5,11 @@ job, and mpiexec ends every rank when one dies. The launcher forwards the job's
 output as it arrives and, when the job fails, names the rank that failed first:
 from the rank's own last words, or, for a rank that was killed, from the order
 in which the ranks' processes ended.
+
+Ctrl-C in a terminal (SIGINT to the whole process group) or a scheduler's SIGTERM
+stops the job: the ranks die at once (``sagips.worker`` leaves both signals at
+their default action), mpiexec's clean-up chatter is not forwarded, the job's
+leftover shared memory is removed, and ``Stopped`` carries the one line to show.
 """
 
 from __future__ import annotations
@@ -31,6 +36,21 @@ from sagips.progress import PROGRESS_ENV
 _FAILED = re.compile(r"\[rank (\d+)\][^\n]*rank \d+ failed: ([^\n]*)")
 _KILLED_PID = re.compile(r"PID (\d+) RUNNING AT")  # MPICH's Hydra
 _KILLED_RANK = re.compile(r"process rank (\d+) with PID (\d+) on node \S+ exited on signal")  # Open MPI
+
+
+class Stopped(SystemExit):
+    """Ctrl-C or a scheduler's SIGTERM ended the work; exits 128 + the signal's number, as a shell does.
+
+    A ``SystemExit``, so that Hydra's job runner, which records a job's exceptions as
+    its result, lets it through: a stop ends the whole sweep, not only this job.
+    """
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(128 + signum)
+        self.signum, self.message = signum, message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def worker_command(cfg: DictConfig, run_dir: Path, mpiexec: str) -> list[str]:
@@ -111,10 +131,8 @@ class DeathWatch:
         return f"one of ranks {', '.join(map(str, self.first))} died first"
 
 
-def _culprit(run_dir: Path, ranks: int, text: str, watch: DeathWatch, stopped_by: list[int]) -> str:
+def _culprit(run_dir: Path, ranks: int, text: str, watch: DeathWatch) -> str:
     """Which rank failed: its own last words, else the death watch, else mpiexec's report."""
-    if stopped_by:
-        return f"stopped by {signal.Signals(stopped_by[0]).name} to the launcher"
     if m := _FAILED.search(text):
         return f"rank {m.group(1)} failed: {m.group(2)}"
     if found := watch.culprit():
@@ -150,8 +168,12 @@ def _forwarding(proc: subprocess.Popen, received: list[int]) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _pump(sel: selectors.BaseSelector, watch: DeathWatch, seen: bytearray) -> None:
-    """Forward the job's output and watch its ranks until mpiexec closes its output."""
+def _pump(sel: selectors.BaseSelector, watch: DeathWatch, seen: bytearray, received: list[int]) -> None:
+    """Forward the job's output and watch its ranks until mpiexec closes its output.
+
+    Once the job is being stopped, what mpiexec and its proxies say about ranks that
+    died of the signal is noise: it is kept for the culprit search, not shown.
+    """
     while any(not isinstance(key.data, int) for key in sel.get_map().values()):
         events = sel.select(timeout=0.2)
         watch.look()
@@ -164,14 +186,18 @@ def _pump(sel: selectors.BaseSelector, watch: DeathWatch, seen: bytearray) -> No
             if not chunk:
                 sel.unregister(key.fileobj)
                 continue
-            key.data.write(chunk)
-            key.data.flush()
+            if not received:
+                key.data.write(chunk)
+                key.data.flush()
             seen += chunk
             del seen[:-262144]  # the end of the output is where failures are reported
 
 
 def run_mpiexec(cfg: DictConfig, run_dir: Path, mpiexec: str) -> tuple[int, str]:
-    """Run the job to its end; returns mpiexec's exit status and, on failure, the culprit."""
+    """Run the job to its end; returns mpiexec's exit status and, on failure, the culprit.
+
+    Raises ``Stopped`` when a signal to the launcher ended the job before it finished.
+    """
     env = dict(os.environ)
     env.setdefault(PROGRESS_ENV, "bar" if sys.stderr.isatty() else "log")
     before = shm.segments()
@@ -190,7 +216,7 @@ def run_mpiexec(cfg: DictConfig, run_dir: Path, mpiexec: str) -> tuple[int, str]
     with _forwarding(proc, received):
         while True:
             try:
-                _pump(sel, watch, seen)
+                _pump(sel, watch, seen, received)
                 break
             except KeyboardInterrupt:
                 # Ctrl-C in a terminal reaches mpiexec too; a SIGINT sent to the launcher
@@ -207,4 +233,7 @@ def run_mpiexec(cfg: DictConfig, run_dir: Path, mpiexec: str) -> tuple[int, str]
     if rc == 0:
         return rc, ""
     shm.remove_unmapped(shm.segments() - before)  # only this job's leftovers
-    return rc, _culprit(run_dir, cfg.ranks, seen.decode(errors="replace"), watch, received)
+    if received:
+        name = signal.Signals(received[0]).name
+        raise Stopped(received[0], f"stopped by {name}: {run_dir} is unfinished; the same command resumes it")
+    return rc, _culprit(run_dir, cfg.ranks, seen.decode(errors="replace"), watch)

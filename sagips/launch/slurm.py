@@ -1,12 +1,12 @@
 """``cluster=slurm``: a sweep's jobs go to Slurm through hydra-submitit-launcher; srun starts each MPI world.
 
-Submission side (the ``sagips -m`` process): hydra-submitit-launcher submits a
-sweep as one job array with one set of resources. ``SlurmSweep``, a Hydra
-callback that runs before the launcher exists, composes the sweep's jobs, works
-out the resources they need (nodes = ranks / ranks_per_node, one task per rank,
-``srun --mpi=cluster.mpi``) and hands them to the launcher, or stops the sweep
-with one line when its jobs need different resources (a sweep over rank
-counts: one sweep per count).
+Submission side (the ``sagips -m`` process, ``launch``): the jobs are grouped by the
+resources they ask for (nodes = ranks / ranks_per_node, one task per rank, ``srun
+--mpi=cluster.mpi``, and every ``hydra.launcher`` setting), and each group goes to
+Slurm as one job array, all of them at once; a sweep over rank counts is several
+arrays. The launcher then waits for every job's result, watching the jobs with
+``squeue`` (no accounting database needed): a job that left the queue without a
+result ends with a one-line error naming it instead of being waited for forever.
 
 Job side: srun starts ``ranks`` tasks and Hydra's task function runs in every
 one of them; each task is one MPI rank (``run_in_allocation``). A time-out or a
@@ -17,19 +17,25 @@ newest complete set of checkpoints.
 
 from __future__ import annotations
 
+import getpass
+import json
+import logging
 import os
 import shlex
+import signal
+import subprocess
 import sys
+import time
 import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from omegaconf import DictConfig, OmegaConf
 
+from sagips.config import ConfigError, validate_world
 from sagips.launch import shm
 
 
@@ -48,11 +54,19 @@ DROP_STALE_SHM = (f'if [ "0$SLURM_RESTART_COUNT" -gt 0 ]; then srun --ntasks-per
                   f"{shlex.quote(sys.executable)} -m sagips.launch.slurm drop-stale-shm; fi")  # fmt: skip
 # Keys that never change what a job asks Slurm for: jobs that differ only in these share a size.
 _NEVER_SIZE = ("seed", "h", "train", "proxy", "transport")
+# squeue states of a job that may still produce its result (a preempted job is requeued).
+ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "PREEMPTED",
+          "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT"}  # fmt: skip
+POLL_S = 5.0  # squeue at most this often
+RESULT_GRACE_S = 30.0  # a job out of the queue this long without a result file has none coming
+
+log = logging.getLogger(__name__)
 
 
 def job_resources(cfg: DictConfig) -> dict[str, Any]:
     """The launcher parameters of one job: ``hydra.launcher`` plus the shape of its MPI world."""
     params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    params.pop("_target_", None)
     params.update(
         nodes=cfg.ranks // cfg.ranks_per_node,
         tasks_per_node=cfg.ranks_per_node,
@@ -66,44 +80,143 @@ def _may_size(override: str) -> bool:
     return override.lstrip("+~").split("=", 1)[0].split(".", 1)[0] not in _NEVER_SIZE
 
 
-def sweep_configs(config: DictConfig) -> list[DictConfig]:
-    """A config for each way the sweep's jobs may differ in size (composing every job costs seconds).
+def jobs_resources(job_overrides: Sequence[Sequence[str]],
+                   compose: Callable[[list[str]], DictConfig]) -> list[dict[str, Any]]:  # fmt: skip
+    """Each job's launcher parameters; raises ``ConfigError`` for a job whose size is bad (the
+    rest of a job's config is checked where it runs).
 
-    The jobs are expanded from ``hydra.sweeper.params`` and the command line as the basic sweeper does.
+    Jobs that differ only in keys that never change their size share one composed
+    config (composing every job of a large sweep would cost seconds each).
     """
-    loader = GlobalHydra.instance().config_loader()
-    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
-    parsed = OverridesParser.create(config_loader=loader).parse_overrides(
-        params + list(config.hydra.overrides.task)
-    )
-    (jobs,) = BasicSweeper.split_arguments(parsed, None)
-    kinds = dict.fromkeys(tuple(o for o in job if _may_size(o)) for job in jobs)
-    return [loader.load_sweep_config(config, list(kind)) for kind in kinds]
+    by_kind: dict[tuple[str, ...], dict[str, Any]] = {}
+    for overrides in job_overrides:
+        kind = tuple(o for o in overrides if _may_size(o))
+        if kind not in by_kind:
+            cfg = compose(list(kind))
+            validate_world({key: OmegaConf.select(cfg, key) for key in ("ranks", "ranks_per_node")})
+            by_kind[kind] = job_resources(cfg)
+    return [by_kind[tuple(o for o in overrides if _may_size(o))] for overrides in job_overrides]
 
 
-def size_mismatch(configs: list[DictConfig], wanted: list[dict[str, Any]]) -> str | None:
-    """Why one job array cannot hold these jobs, or None when they all want the same resources."""
-    for cfg, params in zip(configs, wanted):
-        if params != wanted[0]:
-            keys = ", ".join(k for k in params if params[k] != wanted[0].get(k))
-            first = configs[0].ranks
-            return (f"cluster=slurm submits a sweep as one job array of one size, but ranks={first} and "
-                    f"ranks={cfg.ranks} need different {keys}: run one sweep per rank count "
-                    f"(add e.g. ranks={first})")  # fmt: skip
-    return None
+def by_shape(resources: list[dict[str, Any]]) -> list[list[int]]:
+    """The jobs (indices) grouped by identical resources: one job array each, in order of first use."""
+    groups: dict[str, list[int]] = {}
+    for i, params in enumerate(resources):
+        groups.setdefault(json.dumps(params, sort_keys=True), []).append(i)
+    return list(groups.values())
 
 
-class SlurmSweep(Callback):
-    """Sizes the sweep's job array from its jobs' configs before hydra-submitit-launcher starts."""
+def _submit(launcher: Any, params: dict[str, Any], jobs: list[tuple[int, list[str]]]) -> list[Any]:
+    """One job array of ``jobs`` (number, overrides) with ``params``, as hydra-submitit-launcher submits."""
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        configs = sweep_configs(config)
-        wanted = [job_resources(c) for c in configs]
-        if problem := size_mismatch(configs, wanted):
-            print(f"sagips: error: {problem}", file=sys.stderr)
-            sys.exit(2)
-        with read_write(config.hydra.launcher), open_dict(config.hydra.launcher):
-            config.hydra.launcher.merge_with(wanted[0])
+    init_keys = {"submitit_folder", "max_num_timeout"}
+    executor = submitit.AutoExecutor(cluster="slurm", folder=params["submitit_folder"],
+                                     slurm_max_num_timeout=params["max_num_timeout"])  # fmt: skip
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()
+                                  if k not in init_keys})  # fmt: skip
+    state = Singleton.get_state()
+    calls = [(overrides, "hydra.sweep.dir", num, f"job_id_for_{num}", state) for num, overrides in jobs]
+    return executor.map_array(launcher, *zip(*calls))
+
+
+def squeue_states() -> dict[str, str] | None:
+    """The state of this user's jobs that Slurm still knows (``123_4``: array task), or None when
+    squeue does not answer."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i %T", "-u", getpass.getuser()],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode:
+        return None
+    return dict(line.split()[:2] for line in out.stdout.splitlines() if len(line.split()) >= 2)
+
+
+def _failed(overrides: list[str], message: str) -> JobReturn:
+    log.error("%s", message)
+    ret = JobReturn(overrides=overrides, status=JobStatus.FAILED)
+    from sagips.launch.runner import JobFailed
+
+    ret.return_value = JobFailed(message)
+    return ret
+
+
+def _result(job: Any, overrides: list[str], label: str) -> JobReturn:
+    try:
+        return job.results()[0]
+    except Exception as exc:  # it failed outside the task function: submitit's traceback
+        last = next((ln for ln in reversed(str(exc).splitlines()) if ln.strip()), type(exc).__name__)
+        return _failed(overrides, f"Slurm job {job.job_id} ({label}) failed: {last.strip()}")
+
+
+def wait_all(jobs: list[Any], overrides: list[list[str]], labels: list[str]) -> list[JobReturn]:
+    """Every job's result, as it arrives; a job that ended without one is reported after
+    ``RESULT_GRACE_S`` (a result file may reach a shared file system late)."""
+    results: dict[int, JobReturn] = {}
+    gone: dict[int, tuple[float, str]] = {}  # job -> (since when, its last state) out of the queue
+    next_poll = 0.0
+    while len(results) < len(jobs):
+        for i, job in enumerate(jobs):
+            if i not in results and job.paths.result_pickle.exists():
+                results[i] = _result(job, overrides[i], labels[i])
+        now = time.monotonic()
+        if now >= next_poll and (states := squeue_states()) is not None:
+            next_poll = now + POLL_S
+            for i, job in enumerate(jobs):
+                state = states.get(job.job_id, "no longer in the queue")
+                if state in ACTIVE:
+                    gone.pop(i, None)
+                else:
+                    gone[i] = (gone[i][0] if i in gone else now, state)
+        for i, (since, state) in gone.items():
+            job = jobs[i]
+            if i not in results and now - since > RESULT_GRACE_S and not job.paths.result_pickle.exists():
+                message = f"Slurm job {job.job_id} ({labels[i]}) ended without a result ({state})"
+                results[i] = _failed(overrides[i], f"{message}; its log: {job.paths.stderr}")
+        if len(results) < len(jobs):
+            time.sleep(1.0)
+    return [results[i] for i in range(len(jobs))]
+
+
+def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    """Submit the sweep, one job array per resource shape, and wait for every job (``Launcher.launch``)."""
+    from sagips.launch.local import Stopped
+
+    config = launcher.config
+    overrides = [list(o) for o in job_overrides]
+    loader = launcher.hydra_context.config_loader
+    try:
+        resources = jobs_resources(overrides, lambda o: loader.load_sweep_config(config, o))
+    except ConfigError as exc:
+        print(f"sagips: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if "mode" in config.hydra.sweep:
+        os.chmod(sweep_dir, mode=int(str(config.hydra.sweep.mode), 8))
+    groups = by_shape(resources)
+    log.info("Submitit 'slurm' sweep output dir : %s (%d jobs, %d job arrays)", sweep_dir, len(overrides),
+             len(groups))  # fmt: skip
+    jobs: list[Any] = [None] * len(overrides)
+    labels = [f"#{initial_job_idx + i} {' '.join(filter_overrides(o))}" for i, o in enumerate(overrides)]
+    for members in groups:
+        shape = resources[members[0]]
+        array = _submit(launcher, shape, [(initial_job_idx + i, overrides[i]) for i in members])
+        log.info("\tjob array %s: %d nodes x %d tasks", array[0].job_id.split("_")[0], shape["nodes"],
+                 shape["tasks_per_node"])  # fmt: skip
+        for i, job in zip(members, array):
+            jobs[i] = job
+            log.info("\t\t%s", labels[i])
+    try:
+        return wait_all(jobs, overrides, labels)
+    except KeyboardInterrupt:
+        ids = " ".join(sorted({job.job_id.split("_")[0] for job in jobs}))
+        message = (f"stopped waiting; the Slurm jobs go on (scancel {ids} stops them); once they have "
+                   "ended, the same command skips the finished jobs and resumes the others")  # fmt: skip
+        raise Stopped(signal.SIGINT, message) from None
 
 
 def _step_tasks() -> int | None:
