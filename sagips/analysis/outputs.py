@@ -124,6 +124,12 @@ def write_tables(analysis: Analysis, out: Path) -> list[Path]:
     return written
 
 
+def table4_text(analysis: Analysis) -> str:
+    """``table4.md``: Tab. IV of the analysis as markdown."""
+    members = dict(zip(analysis.residuals["group"], analysis.residuals["members"]))
+    return table4_markdown(table4(analysis.residuals), members, analysis.studies)
+
+
 def write_report(analysis: Analysis, out: Path, param: int = 0) -> list[Path]:
     """Tab. IV (``table4.md``, ``table4.csv``) and every figure the tables allow, into ``out``.
 
@@ -132,10 +138,8 @@ def write_report(analysis: Analysis, out: Path, param: int = 0) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     if lonely := single_member_groups(analysis.residuals):
         log.warning("%s", sigma_note(lonely))
-    t4 = table4(analysis.residuals)
-    members = dict(zip(analysis.residuals["group"], analysis.residuals["members"]))
-    t4.to_csv(out / "table4.csv")
-    (out / "table4.md").write_text(table4_markdown(t4, members, analysis.studies))
+    table4(analysis.residuals).to_csv(out / "table4.csv")
+    (out / "table4.md").write_text(table4_text(analysis))
     written = [out / "table4.csv", out / "table4.md"]
     for spec in FIGURES:
         path = out / spec.filename
@@ -186,6 +190,8 @@ def table_dirs(inputs: Sequence[Path | str]) -> list[Path]:
 def open_results(path: Path | str, noise: int = DEFAULT_NOISE) -> Analysis:
     """Run folders at or below ``path`` analysed afresh, else the tables in ``path`` (for the notebooks)."""
     path = Path(path)
+    if not path.is_dir():
+        raise NoRunsError(f"{path.resolve()} is not a folder: no results there yet (analysis/README.md)")
     if find_run_dirs([path]):
         return analyze([path], noise=noise)
     return read_tables(path)
