@@ -7,7 +7,15 @@ so ``read_tables`` / ``open_results`` redraw them from committed CSVs.
 notebooks call.
 """
 
-from sagips.analysis.outputs import draw, open_results, read_tables, write_outputs, write_report, write_tables
+from sagips.analysis.outputs import (
+    draw,
+    open_results,
+    read_tables,
+    table4_text,
+    write_outputs,
+    write_report,
+    write_tables,
+)
 from sagips.analysis.pipeline import Analysis, analyze, by_study, default_out
 from sagips.analysis.runs import NoRunsError
 
@@ -20,6 +28,7 @@ __all__ = [
     "draw",
     "open_results",
     "read_tables",
+    "table4_text",
     "write_outputs",
     "write_report",
     "write_tables",
