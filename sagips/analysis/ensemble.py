@@ -26,7 +26,9 @@ SUBSAMPLE_DRAWS = 300
 SUBSAMPLE_SEED = 4321
 R_COLS = [f"r_{i}" for i in range(N_PARAMS)]
 SIGMA_COLS = [f"sigma_{i}" for i in range(N_PARAMS)]
-SUBSAMPLE_COLS = ["group", "M", "draw", "rmse", "sigma", "r_0", "sigma_0"]
+SUBSAMPLE_COLS = ["study", "group", "M", "draw", "rmse", "mean_sigma", *R_COLS, *SIGMA_COLS]
+# Eq. (8) of a single member is 0 by construction, not a spread: it is reported as n/a.
+MIN_SIGMA_MEMBERS = 2
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,13 @@ def residual_sigma(p_true: np.ndarray, sigma: np.ndarray) -> np.ndarray:
 
 
 def ensemble_residuals(p_true: np.ndarray, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eq. (6) of the eq. (7) ensemble mean, and its eq. (8) spread, for (M, k, P) predictions."""
+    """Eq. (6) of the eq. (7) ensemble mean, and its eq. (8) spread, for (M, k, P) predictions.
+
+    The spread is NaN (n/a) for fewer than MIN_SIGMA_MEMBERS members.
+    """
     p_hat, sigma = ensemble_mean_sigma(predictions)
+    if len(predictions) < MIN_SIGMA_MEMBERS:
+        sigma = np.full_like(sigma, np.nan)
     return residual(p_true, p_hat), residual_sigma(p_true, sigma)
 
 
@@ -75,6 +82,7 @@ def residual_table(ens: Ensemble) -> pd.DataFrame:
         r, s = ensemble_residuals(ens.p_true, ens.predictions[:, c])
         rows.append(
             {
+                "study": ens.group.study,
                 "group": ens.group.label,
                 "mode": run.mode,
                 "ranks": run.ranks,
@@ -100,7 +108,7 @@ def subsample_table(ens: Ensemble, draws: int = SUBSAMPLE_DRAWS, seed: int = SUB
     """Fig. 9/10: for every size M = 2..members, ``draws`` random sub-ensembles at the last checkpoint.
 
     Each row holds the RMSE of the eq. (6) residuals of the sub-ensemble's eq. (7)
-    mean, the mean eq. (8) spread over the parameters, and r_0 and sigma_0.
+    mean, the mean eq. (8) spread over the parameters, and every r_i and sigma_i.
     """
     final = ens.predictions[:, -1]
     rng = np.random.default_rng(seed)
@@ -109,7 +117,7 @@ def subsample_table(ens: Ensemble, draws: int = SUBSAMPLE_DRAWS, seed: int = SUB
         for draw in range(draws):
             pick = rng.choice(len(final), size=size, replace=False)
             r, s = ensemble_residuals(ens.p_true, final[pick])
-            rows.append((ens.group.label, size, draw, rmse(r), float(s.mean()), r[0], s[0]))
+            rows.append((ens.group.study, ens.group.label, size, draw, rmse(r), float(s.mean()), *r, *s))
     return pd.DataFrame(rows, columns=SUBSAMPLE_COLS)
 
 

@@ -123,6 +123,7 @@ def checkpoint_table(groups: Sequence[Group], preds: dict[str, RunPredictions]) 
                 for c, epoch in enumerate(pr.epochs):
                     rows.append(
                         {
+                            "study": run.study,
                             "run": run.name,
                             "group": group.label,
                             "mode": run.mode,

@@ -1,6 +1,6 @@
 """Run folders as the analysis sees them: discovery, validation and ensemble groups.
 
-A run folder is one holding ``.hydra/config.yaml`` (INTERFACE.md). Runs whose
+A run folder is one holding ``.hydra/config.yaml`` (docs/interface.md). Runs whose
 resolved configs agree except for ``seed`` (and the launcher settings) are the
 members of one ensemble (section VI-A); a folder that cannot take part is
 reported with one warning line and left out.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,14 +22,13 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from sagips import checkpoints
+from sagips.analysis.names import group_name, mode_rank, plural
 from sagips.proxy import ProxyApp, ProxyConfig
 
 log = logging.getLogger(__name__)
 
 # The seed makes the ensemble members; the launcher settings do not change what a run learns.
 NOT_GROUPED = ("seed", "cluster", "hydra")
-# Table IV's column order; unknown modes sort after these.
-MODE_ORDER = ("allreduce", "rma_arar_arar", "arar_arar", "arar", "ensemble")
 LABEL_KEYS = ("mode", "ranks")
 SUMMARY_KEYS = ("ranks", "epochs", "disc_batch", "total_train_time_s")
 
@@ -57,6 +57,7 @@ class Run:
     summary: dict[str, Any]
     epochs: tuple[int, ...]
     settings: dict[str, Any] = field(repr=False)
+    overrides: tuple[str, ...] | None = None  # .hydra/overrides.yaml; None when the file is absent
 
     @property
     def mode(self) -> str:
@@ -73,6 +74,20 @@ class Run:
     @property
     def p_true(self) -> np.ndarray:
         return np.asarray(self.cfg.proxy.truth, dtype=float)
+
+    @property
+    def study(self) -> str:
+        """The experiment's ``study``, else the folder holding the run (a sweep's ``multirun/NAME``)."""
+        return str(self.cfg.get("study") or self.path.parent.name)
+
+    @property
+    def command(self) -> str:
+        """The single-run command that trains this run again: ``sagips`` and its overrides, shell-quoted.
+
+        Appending ``hydra.run.dir=DIR`` trains the same run into DIR. Empty when the
+        run folder keeps no ``.hydra/overrides.yaml``.
+        """
+        return "" if self.overrides is None else shlex.join(["sagips", *self.overrides])
 
     def proxy(self) -> ProxyApp:
         return ProxyApp(proxy_config(self.cfg))
@@ -96,6 +111,11 @@ class Group:
     @property
     def ranks(self) -> int:
         return self.first.ranks
+
+    @property
+    def study(self) -> str:
+        """The members' studies, joined when a group gathers runs of several sweeps."""
+        return ", ".join(dict.fromkeys(r.study for r in self.runs))
 
 
 def proxy_config(cfg: DictConfig) -> ProxyConfig:
@@ -146,6 +166,20 @@ def _grouped(key: str) -> bool:
     return not any(key == k or key.startswith(f"{k}.") for k in NOT_GROUPED)
 
 
+def read_overrides(path: Path) -> tuple[str, ...] | None:
+    """The run's own command-line overrides (a sweep job's include its sweep values), or None."""
+    file = path / ".hydra" / "overrides.yaml"
+    if not file.is_file():
+        return None
+    try:
+        overrides = OmegaConf.to_container(OmegaConf.load(file))
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one reason to skip
+        raise RunError(f"unreadable .hydra/overrides.yaml ({first_line(exc)})") from exc
+    if not isinstance(overrides, list):
+        raise RunError(".hydra/overrides.yaml is not a list of overrides")
+    return tuple(str(o) for o in overrides)
+
+
 def load_run(path: Path, name: str) -> Run:
     """Read and check one run folder; raises RunError with the reason it cannot be used."""
     try:
@@ -173,11 +207,12 @@ def load_run(path: Path, name: str) -> Run:
     per_rank = [tuple(checkpoints.generator_epochs(path, r)) for r in range(ranks)]
     if not all(per_rank):
         missing = [r for r, epochs in enumerate(per_rank) if not epochs]
-        raise RunError(f"no generator checkpoints for rank(s) {missing}")
+        which = ", ".join(map(str, missing))
+        raise RunError(f"no generator checkpoints for rank{'s' if len(missing) > 1 else ''} {which}")
     if len(set(per_rank)) > 1:
         raise RunError("ranks saved generator checkpoints at different epochs")
     settings = {k: v for k, v in flat.items() if _grouped(k)}
-    return Run(path, name, cfg, summary, per_rank[0], settings)
+    return Run(path, name, cfg, summary, per_rank[0], settings, read_overrides(path))
 
 
 def load_runs(paths: Sequence[Path]) -> list[Run]:
@@ -218,16 +253,12 @@ def _drop_proxy_outliers(buckets: list[list[Run]]) -> list[list[Run]]:
         other, diff = max(partners, key=lambda p: len(p[0]))
         for run in bucket:
             log.warning(
-                "skipping run %s: %s differs from its %d ensemble partners",
+                "skipping run %s: %s differs from its %s",
                 run.path,
                 ", ".join(sorted(diff)),
-                len(other),
+                plural(len(other), "ensemble partner"),
             )
     return kept
-
-
-def _mode_rank(mode: str) -> int:
-    return MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
 
 
 def _distinct(settings: Sequence[dict[str, Any]], keys: Sequence[str]) -> int:
@@ -253,7 +284,8 @@ def label_keys(settings: Sequence[dict[str, Any]]) -> list[str]:
 def group_runs(runs: Sequence[Run]) -> list[Group]:
     """Ensemble members: runs sharing their config except ``seed`` (section VI-A).
 
-    Each group is labelled by the keys that tell the groups apart, e.g. ``mode=arar ranks=2``.
+    Each group is named by its mode and the other keys that tell the groups apart,
+    e.g. ``Conv. ARAR [arar] ranks=2`` (see names.group_name).
     """
     buckets: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
@@ -261,15 +293,19 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     members = _drop_proxy_outliers(list(buckets.values()))
     keys = label_keys([m[0].settings for m in members])
     members.sort(
-        key=lambda m: (_mode_rank(m[0].mode), m[0].ranks, [_order(m[0].settings.get(k)) for k in keys])
+        key=lambda m: (mode_rank(m[0].mode), m[0].ranks, [_order(m[0].settings.get(k)) for k in keys])
     )
     return [
         Group(
-            " ".join(f"{k}={_show(m[0].settings.get(k))}" for k in keys),
+            _name(m[0], keys),
             tuple(sorted(m, key=lambda r: (r.seed, r.name))),
         )
         for m in members
     ]
+
+
+def _name(run: Run, keys: Sequence[str]) -> str:
+    return group_name(run.mode, " ".join(f"{k}={_show(run.settings.get(k))}" for k in keys if k != "mode"))
 
 
 def _order(value: Any) -> tuple[int, float | str]:
