@@ -45,9 +45,8 @@ def rank_rates(run_dir: Path, ranks: int, epochs: int) -> list[float]:
 def final_mean_abs_residual(run_dir: Path) -> float:
     """Mean over the six parameters of |eq. (6)| for the run's final generators (ranks averaged)."""
     run = load_run(run_dir, run_dir.name)
-    pred = predict_run(run, k=200)
-    p_hat = pred.members[:, -1].mean(axis=(0, 1))
-    return float(np.abs(residual(np.asarray(run.cfg.proxy.truth), p_hat)).mean())
+    p_hat = predict_run(run, k=200).rank_mean[:, -1].mean(axis=0)  # as runs.csv computes it
+    return float(np.abs(residual(run.p_true, p_hat)).mean())
 
 
 def measure(mode: str, ranks: int, args: argparse.Namespace, run_dir: Path) -> dict:
