@@ -76,6 +76,11 @@ def test_general_recurrence_equals_the_closed_paths():
                                simulate_groups(work, 0, 0.001))  # fmt: skip
     np.testing.assert_allclose(simulate_groups(work, None, 0.001, epochs_past, 9.0),
                                simulate_groups(work, None, 0.001))  # fmt: skip
+    # in pieces that follow each other in time: the same run
+    for staleness in (None, 0, 2):
+        pieces = [work[..., :20], work[..., 20:]]
+        np.testing.assert_allclose(simulate_groups(pieces, staleness, 0.001, 7, 0.5),
+                                   simulate_groups(work, staleness, 0.001, 7, 0.5))  # fmt: skip
 
 
 def test_outer_ring_waits_for_the_slowest_first_member():
@@ -155,7 +160,7 @@ def test_network_fit_recovers_known_costs():
     times = {name: ring_time(truth, 2, False, Payload(values, 1 if fused else tensors), algorithm)
              for name, (algorithm, fused) in RING_VARIANTS.items()}  # fmt: skip
     times["allreduce"] = allreduce_time(truth, 2, False, Payload(values, 1))
-    fitted = fit_network(dict(ranks=2, values=values, tensors=tensors, exchange_p10_s=times), 10e9)
+    fitted = fit_network(dict(ranks=2, values=values, tensors=tensors, exchange_min_s=times), 10e9)
     assert fitted.step_s == pytest.approx(truth.step_s, rel=1e-6)
     assert fitted.message_s == pytest.approx(truth.message_s, rel=1e-6)
     assert fitted.intra.bandwidth_Bps == pytest.approx(4e9, rel=1e-6)

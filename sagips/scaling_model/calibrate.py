@@ -7,8 +7,8 @@ Each ring time is linear in the unknown costs (rings.ring_time):
     t - averaging = steps * step_s + messages * message_s + bytes / bandwidth
 
 so, with the averaging's memory bandwidth measured apart, a non-negative least
-squares fit over the four variants (the 10th percentile of each one's times, the
-least disturbed by other load) gives the per-step and per-message
+squares fit over the four variants (the fastest of each one's times: timing noise
+only ever adds, so the minimum is the least disturbed by other load) gives the per-step and per-message
 Python/mpi4py costs and the shared-memory bandwidth; the allreduce then gives the
 per-call cost. The design matrix is read off ``ring_time`` itself, so the fit and
 the model cannot drift apart.
@@ -71,13 +71,13 @@ def fit_network(figures: dict, reduce_Bps: float) -> Network:
     for name, (algorithm, fused) in RING_VARIANTS.items():
         known, slopes = _ring_terms(n, Payload(values, 1 if fused else tensors), algorithm, reduce_Bps)
         rows.append(slopes)
-        targets.append(figures["exchange_p10_s"][name] - known)
+        targets.append(figures["exchange_min_s"][name] - known)
     step_s, message_s, seconds_per_byte = nonnegative_lstsq(np.array(rows), np.array(targets))
     intra = Link(0.0, 1 / seconds_per_byte if seconds_per_byte > 0 else math.inf)
     net = Network(float(step_s), float(message_s), 0.0, reduce_Bps, intra, intra)
     # comm's allreduce is one fused call: what the transfers and the reduction leave is the call's cost
     rest = allreduce_time(net, n, False, Payload(values, 1))
-    call_s = max(0.0, figures["exchange_p10_s"]["allreduce"] - rest)
+    call_s = max(0.0, figures["exchange_min_s"]["allreduce"] - rest)
     return Network(net.step_s, net.message_s, call_s, reduce_Bps, intra, intra)
 
 

@@ -26,7 +26,7 @@ from sagips.scaling_model.rings import (
 from sagips.scaling_model.waiting import EpochWork, cpu_slowdown, simulate_groups
 
 SIM_EPOCHS = 2000
-SIM_DRAWS = 4_000_000  # ranks x epochs x trials drawn per prediction, at most
+SIM_DRAWS = 4_000_000  # per-epoch times drawn at once (memory) and, over trials, for one prediction
 MAX_TRIALS = 16
 
 
@@ -140,12 +140,13 @@ def _epoch_time(job: Job, work: EpochWork, inner_s: float, outer_s: float, rng: 
     """Mean epoch time of the slowest rank (see waiting.simulate_groups)."""
     if job.mode in ("arar", "allreduce"):
         return work.synchronous_epoch(job.ranks, rng) + inner_s
-    epochs = _simulated_epochs(job)
+    epochs, k = _simulated_epochs(job), job.group_size
     trials = int(np.clip(SIM_DRAWS // (job.ranks * epochs), 1, MAX_TRIALS))
-    k = job.group_size
-    draws = work.draw(rng, (trials, job.groups, k, epochs))
+    per_chunk = max(1, SIM_DRAWS // (trials * job.ranks))
+    chunks = (work.draw(rng, (trials, job.groups, k, min(per_chunk, epochs - start)))
+              for start in range(0, epochs, per_chunk))  # fmt: skip
     staleness = None if job.mode == "ensemble" else (job.staleness if job.mode == "rma_arar_arar" else 0)
-    done = simulate_groups(draws, staleness, inner_s, job.h, outer_s)
+    done = simulate_groups(chunks, staleness, inner_s, job.h, outer_s)
     return float(done.max(axis=(1, 2)).mean()) / epochs
 
 
@@ -161,11 +162,15 @@ def predict(job: Job, machine: Machine, seed: int = 0) -> Prediction:
     aligned = _in_step(job, node)
     base = EpochWork(machine.compute.compute_s * job.disc_batch / machine.ref_events, job.jitter_s,
                      machine.compute.spread)  # fmt: skip
-    # Ranks out of step share the node only while awake: find the busy share and the slowdown together.
+    # Ranks out of step share the node only while busy: find the busy share and the slowdown together.
+    # Asleep (jitter) is never busy; waiting is busy in an MPI ring (MPICH polls) but not in the
+    # RMA inner group, whose waits yield the core (sagips.transport.rma).
     p_busy, epoch_s, factor = 1.0, 0.0, 1.0
-    for _ in range(4 if node > aligned and job.jitter_s else 1):
+    for _ in range(4 if aligned < node and node > machine.slots else 1):
         factor = cpu_slowdown(aligned, node - aligned, p_busy, machine.slots)
+        compute_s = base.scaled(factor).compute_s
         epoch_s = _epoch_time(job, base.scaled(factor), inner_s, outer_s, rng)
-        p_busy = float(np.clip(1 - job.jitter_s / epoch_s, 0.0, 1.0))
+        busy_s = compute_s + inner_s if job.mode == "rma_arar_arar" else epoch_s - job.jitter_s
+        p_busy = float(np.clip(busy_s / epoch_s, 0.0, 1.0))
     exchange_s = inner_s + (outer_s / job.h if job.groups > 1 and job.mode != "ensemble" else 0.0)
     return Prediction(job, epoch_s, base.compute_s * factor, exchange_s)

@@ -11,6 +11,7 @@ about the mean plus the waits its staleness bound forces (docs/scaling-model.md)
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,7 +98,7 @@ def cpu_slowdown(aligned: int, others: int, p_busy: float, slots: float) -> floa
 
 
 def simulate_groups(
-    work: np.ndarray,
+    work: np.ndarray | Iterable[np.ndarray],
     staleness: int | None,
     inner_s: float,
     outer_every: int = 0,
@@ -105,8 +106,9 @@ def simulate_groups(
 ) -> np.ndarray:
     """Finish time of every rank after the epochs of ``work``: stale-synchronous inner groups.
 
-    ``work`` is (trials, groups, ranks per group, epochs): each rank's compute plus
-    jitter per epoch. At epoch e (1-based) a rank is ready at its previous finish
+    ``work`` is (trials, groups, ranks per group, epochs), each rank's compute plus
+    jitter per epoch, or an iterable of such arrays that follow each other in time
+    (to bound memory). At epoch e (1-based) a rank is ready at its previous finish
     plus its work; on an outer epoch (e % outer_every == 0) the groups' first
     members then run a synchronous ring together: each is ready at the latest of
     them plus ``outer_s``. It publishes, then waits until every peer of its group
@@ -118,25 +120,33 @@ def simulate_groups(
     never waits (each rank's own sum: the mean for a long run). Returns (trials,
     groups, ranks per group).
     """
-    trials, groups, k, epochs = work.shape
-    if not outer_every or groups == 1:
-        outer_every = 0
-    if staleness is None and not outer_every:
-        return work.sum(axis=-1) + epochs * inner_s
-    if staleness == 0 and not outer_every:
-        group_max = work.max(axis=2).sum(axis=-1) + epochs * inner_s
-        return np.repeat(group_max[:, :, None], k, axis=2)
-    depth = 1 if staleness is None else staleness + 1
-    ready_at = np.full((depth, trials, groups, k), -np.inf)
-    done = np.zeros((trials, groups, k))
-    for e in range(epochs):
-        ready = done + work[..., e]
-        if outer_every and (e + 1) % outer_every == 0:
-            ready[:, :, 0] = ready[:, :, 0].max(axis=1, keepdims=True) + outer_s
-        if staleness is None:
-            done = ready + inner_s
-            continue
-        ready_at[e % depth] = ready
-        needed = ready_at[(e - staleness) % depth].max(axis=2, keepdims=True)
-        done = np.maximum(ready, needed) + inner_s
+    done: np.ndarray | None = None
+    ready_at = np.empty(0)
+    start = 0
+    for chunk in [work] if isinstance(work, np.ndarray) else work:
+        trials, groups, k, epochs = chunk.shape
+        if done is None:
+            done = np.zeros((trials, groups, k))
+            depth = 1 if staleness is None else staleness + 1
+            ready_at = np.full((depth, trials, groups, k), -np.inf)
+        coupled = outer_every and groups > 1
+        if staleness is None and not coupled:
+            done = done + chunk.sum(axis=-1) + epochs * inner_s
+        elif staleness == 0 and not coupled:
+            done = done + chunk.max(axis=2, keepdims=True).sum(axis=-1) + epochs * inner_s
+        else:
+            for i in range(epochs):
+                e = start + i
+                ready = done + chunk[..., i]
+                if coupled and (e + 1) % outer_every == 0:
+                    ready[:, :, 0] = ready[:, :, 0].max(axis=1, keepdims=True) + outer_s
+                if staleness is None:
+                    done = ready + inner_s
+                    continue
+                ready_at[e % len(ready_at)] = ready
+                needed = ready_at[(e - staleness) % len(ready_at)].max(axis=2, keepdims=True)
+                done = np.maximum(ready, needed) + inner_s
+        start += epochs
+    if done is None:
+        raise ValueError("no epochs to simulate")
     return done
