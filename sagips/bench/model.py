@@ -82,6 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--algorithm", choices=("ring", "chunked"), default="ring", help="default ring")
     parser.add_argument(
+        "--comm",
+        metavar="FILE",
+        help="calibrate from a saved sagips-bench comm output (its JSON last line) instead of running it, "
+        "e.g. one made on a quiet node of the target machine",
+    )
+    parser.add_argument(
         "--compute",
         metavar="RUN_DIR",
         help="calibrate one rank's epoch from a 1-rank run's metrics instead of the profile",
@@ -110,13 +116,17 @@ def reduce_bandwidth(values: int, rows: int = 256, repeats: int = 20) -> float:
     return rows * values * 4 / min(times)  # the least disturbed by other load
 
 
-def calibrate_network(mpiexec: str, quick: bool) -> tuple[Network, dict]:
-    """The intra-node network from ``sagips-bench comm`` at 2 ranks (its JSON line)."""
-    repeats, warmup = (30, 5) if quick else (200, 20)
-    done = subprocess.run(comm.job_command(mpiexec, 2, repeats, warmup), capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"sagips-bench comm failed:\n{done.stderr[-3000:]}")
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+def calibrate_network(mpiexec: str, quick: bool, saved: Path | None = None) -> tuple[Network, dict]:
+    """The intra-node network from ``sagips-bench comm`` at 2 ranks (its JSON line), run now or saved."""
+    if saved is not None:
+        output = saved.read_text()
+    else:
+        repeats, warmup = (30, 5) if quick else (200, 20)
+        done = subprocess.run(comm.job_command(mpiexec, 2, repeats, warmup), capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"sagips-bench comm failed:\n{done.stderr[-3000:]}")
+        output = done.stdout
+    figures = json.loads(output.strip().splitlines()[-1])
     return fit_network(figures, reduce_bandwidth(figures["values"])), figures
 
 
@@ -212,17 +222,18 @@ def run(args: argparse.Namespace) -> int:
         rpn = args.ranks_per_node or profile.node_ranks or 4
         samples, events = parse_size(args.size)
         plan = jobs(args, modes, sorted(set(ranks) | set(GAIN)), rpn)
+        saved = _saved_comm(args.comm)
+        compute, ref_events = _run_compute(args.compute) if args.compute else (None, 0)
     except (ConfigError, ValueError) as exc:
         print(f"sagips-bench: error: {exc}", file=sys.stderr)
         return 2
-    mpiexec = comm.find_mpiexec(args.mpiexec)
-    if mpiexec is None:
-        return 2
-    network, comm_figures = calibrate_network(mpiexec, args.quick)
-    compute, ref_events = None, 0
-    if args.compute:
-        compute, ref_events = compute_from_metrics(Path(args.compute)), _run_events(Path(args.compute))
-    elif profile.calibrates_compute:
+    mpiexec = args.mpiexec
+    if saved is None or not args.skip_local_check:
+        mpiexec = comm.find_mpiexec(args.mpiexec)
+        if mpiexec is None:
+            return 2
+    network, comm_figures = calibrate_network(mpiexec, args.quick, saved)
+    if compute is None and profile.calibrates_compute:
         compute, ref_events = calibrate_compute(samples, events, 3 if args.quick else 10), samples * events
     machine = prof.machine(profile, network, compute, ref_events)
     predictions = {mode: [predict(job, machine) for job in js] for mode, js in plan.items()}
@@ -261,9 +272,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_events(run_dir: Path) -> int:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    return int(summary["disc_batch"])
+def _saved_comm(path: str | None) -> Path | None:
+    """The saved ``sagips-bench comm`` output, checked: its last line must be comm's JSON figures."""
+    if path is None:
+        return None
+    try:
+        figures = json.loads(Path(path).read_text().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        raise ConfigError("--comm", path, "not a saved sagips-bench comm output (JSON last line)") from None
+    if not isinstance(figures, dict) or "exchange_min_s" not in figures:
+        raise ConfigError("--comm", path, "has no exchange_min_s: save it with this sagips version")
+    return Path(path)
+
+
+def _run_compute(run_dir: str) -> tuple[EpochWork, int]:
+    """One rank's epoch from a finished run's metrics, and its events per rank (summary.json)."""
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+        return compute_from_metrics(Path(run_dir)), int(summary["disc_batch"])
+    except (OSError, ValueError, KeyError):
+        raise ConfigError("--compute", run_dir, "not a finished run (summary.json, metrics/)") from None
 
 
 def _gain(preds: list[Prediction]) -> float:
@@ -273,9 +301,9 @@ def _gain(preds: list[Prediction]) -> float:
 
 def _report(args: argparse.Namespace, machine: Machine, network: Network,
             shown: dict[str, list[Prediction]], single: Prediction) -> None:  # fmt: skip
-    net = machine.network
+    net, source = machine.network, f"saved in {args.comm}" if args.comm else "run here"
     print(
-        f"calibrated here (sagips-bench comm, 2 ranks): {network.step_s * 1e6:.1f} us per ring step, "
+        f"calibration (sagips-bench comm, 2 ranks, {source}): {network.step_s * 1e6:.1f} us per ring step, "
         f"{network.message_s * 1e6:.1f} us per message, shared memory "
         f"{network.intra.bandwidth_Bps / 1e9:.2f} GB/s, averaging {network.reduce_Bps / 1e9:.2f} GB/s, "
         f"{network.call_s * 1e6:.1f} us per Allreduce"
