@@ -188,6 +188,11 @@ def test_shipped_profiles():
     assert polaris.inter.bandwidth_Bps == 25e9 and not polaris.calibrates_compute
     local = prof.load("local")
     assert local.node_ranks is None and local.slots is None and local.calibrates_compute
+    # without a calibration here, the profile's reference host figures and its own inter-node link
+    machine = prof.machine(polaris)
+    assert machine.network.step_s == polaris.host.step_s and machine.network.inter == polaris.inter
+    with pytest.raises(ValueError, match="calibrated compute"):
+        prof.machine(local)
 
 
 def test_bad_profiles(tmp_path):
@@ -199,6 +204,10 @@ def test_bad_profiles(tmp_path):
         prof.load(str(bad))
     bad.write_text("name: x\ndescription: y\nnode_ranks: 4\nslots: -1\ncompute: calibrate\ninter: intra\n")
     with pytest.raises(ConfigError, match="slots"):
+        prof.load(str(bad))
+    bad.write_text("name: x\ndescription: y\nnode_ranks: 4\nslots: 4\ncompute: calibrate\ninter: intra\n"
+                   "host: {step_s: 1.0e-5}\n")  # fmt: skip
+    with pytest.raises(ConfigError, match="message_s"):
         prof.load(str(bad))
 
 

@@ -24,6 +24,8 @@ from sagips.scaling_model.rings import Link, Network
 from sagips.scaling_model.waiting import EpochWork
 
 KEYS = ("name", "description", "node_ranks", "slots", "compute", "inter")
+OPTIONAL = ("host",)
+HOST = ("step_s", "message_s", "call_s", "reduce_Bps", "intra_Bps")
 OPTION = "--profile"
 
 
@@ -36,6 +38,7 @@ class Profile:
     compute: EpochWork | None  # None: calibrate here
     ref_events: int  # discriminator events of ``compute`` (0 when calibrated)
     inter: Link | None  # None: the calibrated intra-node link
+    host: Network | None = None  # reference Python/mpi4py costs, for where nothing is calibrated
 
     @property
     def calibrates_compute(self) -> bool:
@@ -89,7 +92,7 @@ def _spread(relative_sd: float) -> np.ndarray | None:
 
 def parse(raw: dict[str, Any], spec: str) -> Profile:
     """Check a profile's keys and values."""
-    unknown = sorted(set(raw) - set(KEYS))
+    unknown = sorted(set(raw) - set(KEYS) - set(OPTIONAL))
     missing = [k for k in KEYS if k not in raw]
     if unknown or missing:
         what = f"unknown keys {unknown}" if unknown else f"missing keys {missing}"
@@ -106,14 +109,24 @@ def parse(raw: dict[str, Any], spec: str) -> Profile:
     if raw["inter"] != "intra":
         link = raw["inter"] if isinstance(raw["inter"], dict) else {}
         inter = Link(_number(link, "latency_s", spec, False), _number(link, "bandwidth_Bps", spec))
-    return Profile(str(raw["name"]), str(raw["description"]), node_ranks, slots, compute, ref_events, inter)
+    host = None
+    if "host" in raw:
+        h = raw["host"] if isinstance(raw["host"], dict) else {}
+        step, message, call, reduce, intra = (_number(h, k, spec, k.endswith("_Bps")) for k in HOST)
+        link = Link(0.0, intra)
+        host = Network(step, message, call, reduce, link, link)
+    return Profile(str(raw["name"]), str(raw["description"]), node_ranks, slots, compute, ref_events, inter,
+                   host)  # fmt: skip
 
 
-def machine(profile: Profile, network: Network, compute: EpochWork | None = None, ref_events: int = 0,
-            slots: float | None = None) -> Machine:  # fmt: skip
-    """The profile completed by what was calibrated here: the intra-node ``network`` always, one
-    rank's ``compute`` (at ``ref_events``) where given or where the profile says calibrate, the
-    ``slots`` (default: this machine's cores) where it says cores."""
+def machine(profile: Profile, network: Network | None = None, compute: EpochWork | None = None,
+            ref_events: int = 0, slots: float | None = None) -> Machine:  # fmt: skip
+    """The profile completed by what was calibrated: the intra-node ``network`` (default: the
+    profile's reference ``host`` figures), one rank's ``compute`` (at ``ref_events``) where given or
+    where the profile says calibrate, the ``slots`` (default: this machine's cores) where it says cores."""
+    network = network if network is not None else profile.host
+    if network is None:
+        raise ValueError(f"profile {profile.name!r} has no host figures: calibrate with sagips-bench comm")
     if compute is None and profile.compute is None:
         raise ValueError(f"profile {profile.name!r} needs a calibrated compute")
     if compute is None:
