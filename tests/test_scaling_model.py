@@ -15,7 +15,7 @@ from sagips.config import ConfigError
 from sagips.scaling_model import Job, Machine, predict
 from sagips.scaling_model import profiles as prof
 from sagips.scaling_model.calibrate import RING_VARIANTS, compute_from_metrics, fit_network, nonnegative_lstsq
-from sagips.scaling_model.predict import exchange_costs, payload
+from sagips.scaling_model.prediction import exchange_costs, payload
 from sagips.scaling_model.rings import Link, Network, Payload, allreduce_time, ring_time, shared_window_time
 from sagips.scaling_model.waiting import (
     EpochWork,
@@ -269,3 +269,11 @@ def test_model_quick_with_local_check(tmp_path):
     for c in figures["local_check"]:
         assert c["measured_rate"] > 0 and c["predicted_rate"] > 0
     assert figures["max_local_error"] == max(c["error"] for c in figures["local_check"])
+
+
+def test_a_long_run_extrapolates_the_slowest_ranks_lead():
+    """Independent ranks: the slowest one's lead over the mean grows as sqrt(epochs), not epochs."""
+    machine = Machine("t", unit_steps(), EpochWork(0.005), 102_400, node_ranks=4, slots=4)
+    short, long = (predict(Job("ensemble", 400, epochs=e, jitter_s=0.010), machine) for e in (2000, 100_000))
+    assert short.epoch_s > 0.015 + 0.0005  # max of 400 random walks over 2,000 epochs
+    assert 0.015 < long.epoch_s < short.epoch_s and long.epoch_s - 0.015 < (short.epoch_s - 0.015) / 5

@@ -9,6 +9,6 @@
 docs/scaling-model.md gives the formulas, the calibration and the validation.
 """
 
-from sagips.scaling_model.predict import Job, Machine, Prediction, predict
+from sagips.scaling_model.prediction import Job, Machine, Prediction, predict
 
 __all__ = ["Job", "Machine", "Prediction", "predict"]

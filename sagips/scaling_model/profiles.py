@@ -19,7 +19,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from sagips.config import ConfigError
-from sagips.scaling_model.predict import Machine
+from sagips.scaling_model.prediction import Machine
 from sagips.scaling_model.rings import Link, Network
 from sagips.scaling_model.waiting import EpochWork
 
