@@ -219,8 +219,9 @@ def run(args: argparse.Namespace) -> int:
         bad = [m for m in modes if m not in MODES]
         if bad or not modes:
             raise ConfigError("--modes", args.modes, f"must be among {', '.join(MODES)}")
+        _check_numbers(args)
         rpn = args.ranks_per_node or profile.node_ranks or 4
-        samples, events = parse_size(args.size)
+        samples, events = _size(args.size)
         plan = jobs(args, modes, sorted(set(ranks) | set(GAIN)), rpn)
         saved = _saved_comm(args.comm)
         compute, ref_events = _run_compute(args.compute) if args.compute else (None, 0)
@@ -270,6 +271,28 @@ def run(args: argparse.Namespace) -> int:
         max_local_error=max((c["error"] for c in check), default=None),
     ))  # fmt: skip
     return 0
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    for option, value, low in (
+        ("--h", args.h, 1),
+        ("--epochs", args.epochs, 1),
+        ("--jitter-ms", args.jitter_ms, 0),
+        ("--ranks-per-node", args.ranks_per_node, 1),
+        ("--staleness", args.staleness, 0),
+    ):
+        if value is not None and value < low:
+            raise ConfigError(option, value, f"must be >= {low}")  # fmt: skip
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        samples, events = parse_size(text)
+    except ValueError:
+        samples = events = 0
+    if samples < 1 or events < 1:
+        raise ConfigError("--size", text, "must be SAMPLESxEVENTS, e.g. 1024x100")
+    return samples, events
 
 
 def _saved_comm(path: str | None) -> Path | None:
