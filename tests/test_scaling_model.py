@@ -248,10 +248,14 @@ def bench_model(*args: str, cwd) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_model_names_a_bad_profile(tmp_path):
-    out = run_sagips("model", "--profile", "no-such-machine", cwd=tmp_path, module="sagips.bench")
-    assert out.returncode == 2 and out.stdout == ""
-    assert out.stderr.strip().count("\n") == 0 and "--profile='no-such-machine'" in out.stderr
+@pytest.mark.parametrize(("args", "message"), [
+    (("--profile", "no-such-machine"), "--profile='no-such-machine': neither a profile"),
+    (("--h", "0"), "--h=0: must be >= 1"),
+])  # fmt: skip
+def test_model_names_bad_input(tmp_path, args, message):
+    out = run_sagips("model", *args, cwd=tmp_path, module="sagips.bench")
+    assert out.returncode == 2 and out.stdout == "" and not list(tmp_path.iterdir())
+    assert out.stderr.strip().count("\n") == 0 and message in out.stderr
 
 
 @needs_mpi
