@@ -1,4 +1,4 @@
-"""``sagips-bench COMMAND``: performance figures a user can quote (epoch ... sweep, model)."""
+"""``sagips-bench COMMAND``: performance figures a user can quote (the commands are listed in COMMANDS)."""
 
 from __future__ import annotations
 
