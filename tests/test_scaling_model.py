@@ -9,12 +9,14 @@ import shutil
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from sagips.config import ConfigError
 from sagips.scaling_model import Job, Machine, predict
 from sagips.scaling_model import profiles as prof
 from sagips.scaling_model.calibrate import RING_VARIANTS, compute_from_metrics, fit_network, nonnegative_lstsq
+from sagips.scaling_model.overlay import model_curve
 from sagips.scaling_model.prediction import exchange_costs, payload
 from sagips.scaling_model.rings import Link, Network, Payload, allreduce_time, ring_time, shared_window_time
 from sagips.scaling_model.waiting import (
@@ -281,3 +283,21 @@ def test_a_long_run_extrapolates_the_slowest_ranks_lead():
     short, long = (predict(Job("ensemble", 400, epochs=e, jitter_s=0.010), machine) for e in (2000, 100_000))
     assert short.epoch_s > 0.015 + 0.0005  # max of 400 random walks over 2,000 epochs
     assert 0.015 < long.epoch_s < short.epoch_s and long.epoch_s - 0.015 < (short.epoch_s - 0.015) / 5
+
+
+def test_model_curve_beside_measured_runs(monkeypatch):
+    """sagips-analyze --model: the local profile calibrates on the series' fewest ranks."""
+    monkeypatch.setattr(prof, "cores", lambda: 2)
+    series = pd.DataFrame(dict(mode="arar", ranks=[4, 1, 2], epochs=100, disc_batch=320,
+                               ranks_per_node=[4, 1, 2], total_train_time_s=[9.9, 1.0, 9.9]))  # fmt: skip
+    curve = model_curve(series, "local")
+    assert curve["ranks"].tolist() == [1, 2, 4]
+    assert curve["total_train_time_s"].iloc[0] == pytest.approx(1.0, rel=1e-3)  # the calibration point
+    # 2 ranks on 2 cores: the same compute; 4 ranks: twice (plus the rings, 3 steps of the host figures)
+    assert curve["total_train_time_s"].iloc[1] == pytest.approx(1.0, rel=0.02)
+    assert curve["total_train_time_s"].iloc[2] == pytest.approx(2.0, rel=0.05)
+    assert curve["analysis_rate"].iloc[0] == pytest.approx(1 * 320 * 100 / 1.0, rel=1e-3)
+    paper = pd.DataFrame(dict(mode="arar", ranks=[4, 400], epochs=100_000, disc_batch=102_400,
+                              ranks_per_node=4, fuse=False, total_train_time_s=[1.0, 1.0]))  # fmt: skip
+    expected = predict(Job("arar", 400, 4), prof.machine(prof.load("polaris"))).train_time_s
+    assert model_curve(paper, "polaris")["total_train_time_s"].iloc[1] == pytest.approx(expected)

@@ -4,7 +4,8 @@
 - ``rings``: what one exchange of each mode costs (latency, bandwidth, Python/mpi4py overheads);
 - ``calibrate``: those figures from ``sagips-bench comm`` and from a run's metrics;
 - ``profiles``: target machines (``local``, ``polaris``, or a YAML file);
-- ``predict``: one job's training time and analysis rate.
+- ``prediction``: one job's training time and analysis rate;
+- ``overlay``: the model's curve beside measured runs (``sagips-analyze --model``).
 
 docs/scaling-model.md gives the formulas, the calibration and the validation.
 """
