@@ -263,7 +263,8 @@ def run(args: argparse.Namespace) -> int:
                           analysis_rate=[p.analysis_rate for p in preds]) for mode, preds in shown.items()},
         single_rank_rate=single.analysis_rate, gain_4_to_400=gains,
         network=dict(step_s=network.step_s, message_s=network.message_s, call_s=network.call_s,
-                     reduce_Bps=network.reduce_Bps, intra_Bps=network.intra.bandwidth_Bps,
+                     reduce_Bps=network.reduce_Bps,
+                     intra_Bps=_finite(network.intra.bandwidth_Bps),
                      inter_latency_s=machine.network.inter.latency_s,
                      inter_Bps=machine.network.inter.bandwidth_Bps),
         compute_s=machine.compute.compute_s, compute_events=machine.ref_events,
@@ -315,6 +316,11 @@ def _run_compute(run_dir: str) -> tuple[EpochWork, int]:
         return compute_from_metrics(Path(run_dir)), int(summary["disc_batch"])
     except (OSError, ValueError, KeyError):
         raise ConfigError("--compute", run_dir, "not a finished run (summary.json, metrics/)") from None
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: a link too fast to time at 2 ranks is null."""
+    return float(value) if np.isfinite(value) else None
 
 
 def _gain(preds: list[Prediction]) -> float:
