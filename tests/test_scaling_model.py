@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sagips.analysis import analyze, draw
 from sagips.config import ConfigError
 from sagips.scaling_model import Job, Machine, predict
 from sagips.scaling_model import profiles as prof
@@ -27,6 +28,7 @@ from sagips.scaling_model.waiting import (
     simulate_groups,
 )
 from tests.conftest import run_sagips
+from tests.test_analysis_unit import make_run
 
 needs_mpi = pytest.mark.skipif(shutil.which("mpiexec") is None, reason="mpiexec not on PATH")
 FREE = Link(0.0, math.inf)
@@ -301,3 +303,25 @@ def test_model_curve_beside_measured_runs(monkeypatch):
                               ranks_per_node=4, fuse=False, total_train_time_s=[1.0, 1.0]))  # fmt: skip
     expected = predict(Job("arar", 400, 4), prof.machine(prof.load("polaris"))).train_time_s
     assert model_curve(paper, "polaris")["total_train_time_s"].iloc[1] == pytest.approx(expected)
+
+
+def test_analyze_draws_the_model_beside_measured_runs(tmp_path, monkeypatch):
+    """sagips-analyze --model local: a dotted curve per series through its 1-rank point."""
+    monkeypatch.setattr(prof, "cores", lambda: 2)
+    for ranks, time_scale in ((1, 1.0), (2, 1.1), (4, 2.3)):
+        make_run(tmp_path / "runs", f"arar{ranks}", [0.5] * ranks, mode="arar", time_scale=time_scale)
+    analysis = replace(analyze([tmp_path / "runs"], noise=2), model="local")
+    assert {"epochs", "disc_batch", "ranks_per_node", "jitter_ms", "max_staleness"} <= set(analysis.scaling)
+    ax = draw(analysis, "fig12_analysis_rate.png").axes[0]
+    dotted = [line for line in ax.lines if line.get_linestyle() == ":" and len(line.get_xdata()) == 3]
+    assert len(dotted) == 1
+    rates = dotted[0].get_ydata()
+    assert rates[0] == pytest.approx(250, rel=1e-3)  # eq. (9) at 1 rank: 100 events x 10 epochs / 4 s
+    assert rates[1] == pytest.approx(500, rel=0.01) and rates[2] == pytest.approx(500, rel=0.01)  # 2 cores
+
+
+def test_analyze_names_a_bad_model_profile(tmp_path):
+    make_run(tmp_path, "arar1", [0.5], mode="arar")
+    out = run_sagips(str(tmp_path), "--model", "nope", cwd=tmp_path, module="sagips.analysis")
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0
+    assert "--model: 'nope': neither a profile" in out.stderr

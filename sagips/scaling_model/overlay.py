@@ -2,15 +2,17 @@
 
 The analysis reads only run folders and never starts MPI, so nothing is timed
 here: the Python/mpi4py costs are the profile's reference host figures, and
-where the profile calibrates its compute (``local``), one rank's epoch comes from
-the series' own measured run at the fewest ranks (its time per epoch divided by
-the model's slowdown at that rank count).
+where the profile calibrates its compute (``local``), one rank's epoch is the one
+that reproduces the series' own measured point at the fewest ranks (ideally its
+1-rank run).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import pandas as pd
 
@@ -19,9 +21,22 @@ from sagips.scaling_model.prediction import Job, Machine, predict
 from sagips.scaling_model.waiting import EpochWork
 
 CALIBRATION_STEPS = 4
+TRANSPORT_KEYS = ("fuse", "max_staleness", "algorithm", "weights_only")  # under ``transport.``
 # columns of the scaling table a series' jobs are built from, with the app's defaults
 SETTINGS = {"ranks_per_node": None, "h": 1000, "jitter_ms": 0.0, "fuse": True, "max_staleness": 0,
             "algorithm": "ring", "weights_only": True}  # fmt: skip
+
+
+def run_settings(summary: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns ``model_curve`` needs, from one run's ``summary.json`` and resolved config."""
+    train, transport = cfg.get("train", {}), cfg.get("transport", {})
+    return {
+        "epochs": int(summary["epochs"]), "disc_batch": int(summary["disc_batch"]),
+        "ranks_per_node": int(summary.get("ranks_per_node") or cfg.get("ranks_per_node") or summary["ranks"]),
+        "h": int(summary.get("h") or cfg.get("h") or SETTINGS["h"]),
+        "jitter_ms": float(train.get("straggler", {}).get("jitter_ms", 0.0)),
+        **{key: transport.get(key, SETTINGS[key]) for key in TRANSPORT_KEYS},
+    }  # fmt: skip
 
 
 def _job(row: pd.Series) -> Job:
@@ -57,6 +72,9 @@ def _calibrated(machine: Machine, first: pd.Series) -> Machine:
         predicted = predict(job, machine).epoch_s
         work = EpochWork(work.compute_s * measured / predicted)
     return replace(machine, compute=work, ref_events=job.disc_batch)
+
+
+NEEDED = ("mode", "ranks", "epochs", "disc_batch", "total_train_time_s")
 
 
 def model_curve(series: pd.DataFrame, profile: str) -> pd.DataFrame:
