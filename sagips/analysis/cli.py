@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -20,10 +21,13 @@ import pandas as pd
 
 from sagips.analysis.names import plural
 from sagips.analysis.outputs import read_tables, table_dirs, write_outputs, write_report
-from sagips.analysis.pipeline import analyze, by_study, default_out
+from sagips.analysis.pipeline import Analysis, analyze, by_study, default_out
 from sagips.analysis.predictions import DEFAULT_NOISE
 from sagips.analysis.runs import NoRunsError
+from sagips.config import ConfigError
 from sagips.proxy import N_PARAMS
+from sagips.scaling_model import profiles
+from sagips.scaling_model.overlay import NEEDED
 
 PROG = "sagips-analyze"
 log = logging.getLogger("sagips.analysis")
@@ -57,6 +61,14 @@ def _param_index(text: str) -> int:
     return int(text)
 
 
+def _profile(text: str) -> str:
+    try:
+        profiles.load(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--profile=")) from None
+    return text
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = _Parser(
         prog=PROG,
@@ -77,6 +89,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(default 0, as in the paper)")  # fmt: skip
     add("--per-study", action="store_true",
         help="one output folder per study, OUT/STUDY/, and all runs in OUT/runs.csv")  # fmt: skip
+    add("--model", type=_profile, metavar="PROFILE",
+        help="draw the scaling model's prediction beside Figs. 11/12: a profile (local, polaris) "
+        "or a YAML file (docs/scaling-model.md)")  # fmt: skip
     add("--from-tables", action="store_true",
         help="read the CSVs of an earlier sagips-analyze instead of run folders "
         "and redraw table4 and the figures (no checkpoints needed)")  # fmt: skip
@@ -120,20 +135,30 @@ def _redraw(args: argparse.Namespace) -> list[Path]:
     written = []
     for folder, out in zip(dirs, outs):
         log.info("redrawing from the tables in %s", folder)
-        written += write_report(read_tables(folder), out, args.param)
+        written += write_report(_with_model(read_tables(folder), args.model), out, args.param)
     return written
+
+
+def _with_model(analysis: Analysis, model: str | None) -> Analysis:
+    """The analysis with the scaling-model profile its Figs. 11/12 draw (tables of an older
+    sagips-analyze lack the settings the model needs)."""
+    if model and (missing := [c for c in NEEDED if c not in analysis.scaling]):
+        raise NoRunsError(f"--model needs {', '.join(missing)} in scaling.csv: run sagips-analyze on the "
+                          "run folders again")  # fmt: skip
+    return replace(analysis, model=model)
 
 
 def _analyze(args: argparse.Namespace) -> list[Path]:
     out = args.out or default_out(args.inputs)
     _check_writable([out])
     if not args.per_study:
-        return write_outputs(analyze(args.inputs, noise=args.noise), out, args.param)
+        return write_outputs(_with_model(analyze(args.inputs, noise=args.noise), args.model), out, args.param)
     studies = by_study(args.inputs, noise=args.noise)
     log.info("%s: %s", plural(len(studies), "study", "studies"), ", ".join(studies))
     written = []
     for study, analysis in studies.items():
-        written += write_outputs(analysis, out / study.replace(os.sep, "_"), args.param)
+        folder = out / study.replace(os.sep, "_")
+        written += write_outputs(_with_model(analysis, args.model), folder, args.param)
     pd.concat([a.runs for a in studies.values()], ignore_index=True).to_csv(out / "runs.csv", index=False)
     return [*written, out / "runs.csv"]
 

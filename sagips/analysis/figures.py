@@ -26,6 +26,7 @@ from sagips.analysis.ensemble import MIN_SIGMA_MEMBERS, R_COLS, SIGMA_COLS, conf
 from sagips.analysis.names import mode_name, variant
 from sagips.analysis.predictions import ENSEMBLE_MODE
 from sagips.analysis.tables import final_residuals
+from sagips.scaling_model.overlay import model_curve
 
 BAND_ALPHA = 0.3
 MAX_CONTOURS = 10  # Fig. 9 stays readable for ensembles of 100
@@ -164,14 +165,33 @@ def _series(scaling: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
 SEEDS_BARS = "error bars: ±1 std over the seeds (none for one seed)"
 
 
-def total_time_vs_ranks(scaling: pd.DataFrame) -> Figure:
-    """Fig. 11: total training time vs number of ranks, log-log, mean and 1 sigma over the seeds."""
+def _model_line(
+    ax: Axes, series: pd.DataFrame, model: str | None, column: str, color: str, div: float = 1
+) -> None:
+    """The scaling model's prediction for a measured series, dotted in its colour (docs/scaling-model.md)."""
+    if model:
+        curve = model_curve(series, model)
+        ax.plot(curve["ranks"], curve[column] / div, ls=":", lw=1.5, color=color)
+
+
+def _model_legend(ax: Axes, model: str | None) -> None:
+    if model:
+        ax.plot([], [], color="black", ls=":", lw=1.5, label=f"dotted: scaling model, profile {model}")
+
+
+def total_time_vs_ranks(scaling: pd.DataFrame, model: str | None = None) -> Figure:
+    """Fig. 11: total training time vs number of ranks, log-log, mean and 1 sigma over the seeds.
+
+    ``model``: a scaling-model profile whose prediction is drawn beside each series (--model).
+    """
     fig, axes = _panels(1, 1)
     ax = axes[0, 0]
     div, unit = _time_unit(scaling["total_train_time_s"].max())
     for title, g in _series(scaling):
-        ax.errorbar(g["ranks"], g["total_train_time_s"] / div, yerr=g["total_train_time_s_std"] / div,
-                    marker="o", capsize=3, label=title)  # fmt: skip
+        line = ax.errorbar(g["ranks"], g["total_train_time_s"] / div, yerr=g["total_train_time_s_std"] / div,
+                           marker="o", capsize=3, label=title)  # fmt: skip
+        _model_line(ax, g, model, "total_train_time_s", line.lines[0].get_color(), div)
+    _model_legend(ax, model)
     ax.set(yscale="log", ylabel=f"total training time [{unit}]")
     _log_x(ax, scaling["ranks"], "number of ranks")
     ax.legend(fontsize="small", title=SEEDS_BARS, title_fontsize="x-small")
@@ -179,8 +199,11 @@ def total_time_vs_ranks(scaling: pd.DataFrame) -> Figure:
     return fig
 
 
-def analysis_rate_vs_ranks(scaling: pd.DataFrame) -> Figure:
-    """Fig. 12: eq. (9) analysis rate vs ranks, log-log; dashed: each series' own single-rank rate."""
+def analysis_rate_vs_ranks(scaling: pd.DataFrame, model: str | None = None) -> Figure:
+    """Fig. 12: eq. (9) analysis rate vs ranks, log-log; dashed: each series' own single-rank rate.
+
+    ``model``: a scaling-model profile whose prediction is drawn beside each series (--model).
+    """
     fig, axes = _panels(1, 1)
     ax = axes[0, 0]
     for title, g in _series(scaling):
@@ -189,7 +212,9 @@ def analysis_rate_vs_ranks(scaling: pd.DataFrame) -> Figure:
         single = g.loc[g["ranks"] == 1, "analysis_rate"]
         if not single.empty:
             ax.axhline(single.iloc[0], color=line.lines[0].get_color(), ls="--", lw=1)
+        _model_line(ax, g, model, "analysis_rate", line.lines[0].get_color())
     ax.plot([], [], color="black", ls="--", lw=1, label="dashed: the series' rate at 1 rank")
+    _model_legend(ax, model)
     ax.set(yscale="log", ylabel="analysis rate (eq. 9) [events/s]")
     _log_x(ax, scaling["ranks"], "number of ranks")
     ax.legend(fontsize="small", title=SEEDS_BARS, title_fontsize="x-small")

@@ -76,13 +76,13 @@ FIGURES = (
         "fig11_total_time.png",
         "runs at two or more rank counts",
         lambda a: a.scaling["ranks"].nunique() > 1,
-        lambda a, i: figures.total_time_vs_ranks(a.scaling),
+        lambda a, i: figures.total_time_vs_ranks(a.scaling, a.model),
     ),
     FigureSpec(
         "fig12_analysis_rate.png",
         "a single-rank run and runs with more ranks",
         lambda a: a.scaling["ranks"].min() == 1 and a.scaling["ranks"].max() > 1,
-        lambda a, i: figures.analysis_rate_vs_ranks(a.scaling),
+        lambda a, i: figures.analysis_rate_vs_ranks(a.scaling, a.model),
     ),
     FigureSpec(
         "fig13_14_residual_vs_time.png",

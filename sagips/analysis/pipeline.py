@@ -46,6 +46,7 @@ class Analysis:
     residuals: pd.DataFrame
     scaling: pd.DataFrame
     subsamples: pd.DataFrame  # Fig. 9/10, groups with at least MIN_SUBSAMPLE_MEMBERS members
+    model: str | None = None  # --model: a scaling-model profile drawn beside Figs. 11/12 (not a table)
 
     @property
     def studies(self) -> list[str]:

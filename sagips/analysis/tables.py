@@ -17,6 +17,7 @@ from sagips.analysis.names import plural
 from sagips.analysis.predictions import RunPredictions
 from sagips.analysis.runs import Group
 from sagips.equations import analysis_rate, residual
+from sagips.scaling_model.overlay import run_settings
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ def scaling_table(groups: Sequence[Group]) -> pd.DataFrame:
 
     The rate is eq. (9) on each member's summary (ranks, N_disc, epochs, total
     training time), then averaged over the runs with its standard deviation
-    (NaN for a group of one run).
+    (NaN for a group of one run). The group's settings that its time depends on
+    follow (``sagips.scaling_model.overlay.run_settings``), for ``--model``.
     """
     rows = []
     for group in groups:
@@ -118,6 +120,7 @@ def scaling_table(groups: Sequence[Group]) -> pd.DataFrame:
                 "total_train_time_s_std": _std(total),
                 "analysis_rate": rate.mean(),
                 "analysis_rate_std": _std(rate),
+                **run_settings(group.first.summary, group.first.cfg),  # what the scaling model needs
             }
         )
     return pd.DataFrame(rows)

@@ -1,4 +1,4 @@
-"""``sagips-bench {epoch,sampler,comm,scaling,straggler,sweep}``: performance figures a user can quote."""
+"""``sagips-bench COMMAND``: performance figures a user can quote (the commands are listed in COMMANDS)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sagips.bench import comm, epoch, sampler, scaling, straggler, sweep
+from sagips.bench import comm, epoch, model, sampler, scaling, straggler, sweep
 
 COMMANDS = {
     "epoch": (epoch, "one rank's epoch: engine vs unfused reference vs GEMM floor"),
@@ -15,6 +15,7 @@ COMMANDS = {
     "scaling": (scaling, "analysis rate (eq. 9) at 1 and 2 ranks, weak-scaling efficiency"),
     "straggler": (straggler, "job time with per-epoch jitter: synchronous vs asynchronous inner group"),
     "sweep": (sweep, "a local sweep's wall time, jobs side by side vs one after another"),
+    "model": (model, "predicted training time and analysis rate to any rank count, checked here"),
 }
 
 
