@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from sagips.launch.naming import register_resolvers
+
 SMOKE_TIMEOUT_S = 300
+register_resolvers()  # for the tests that compose configs in this process
 
 
 def run_sagips(

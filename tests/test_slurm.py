@@ -25,9 +25,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from sagips import checkpoints as ck
-from sagips.cli import conf_dir
 from sagips.launch import slurm as sl
 from sagips.launch.slurm import DROP_STALE_SHM, by_shape, drop_stale_shm, jobs_resources
+from sagips.paths import conf_dir
 from tests.conftest import run_sagips, summary
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from sagips import checkpoints as ck
-from sagips.config import ConfigError
+from sagips.errors import ConfigError
 from sagips.launch.local import read_pid
 from sagips.launch.sweep import jobs_at_once, machine_cores, threads_per_rank
 from tests.conftest import run_sagips, summary
