@@ -220,6 +220,34 @@ def test_sigterm_to_the_launcher_ends_every_rank(tmp_path, launch):
     assert "stopped by SIGTERM" in last_line(log)
 
 
+def final_state(run: Path, ranks: int, epoch: int = 20) -> list[dict[str, torch.Tensor]]:
+    """Both networks of every rank at ``epoch``."""
+    states = [torch.load(ck.state_path(run, r, epoch), weights_only=False) for r in range(ranks)]
+    return [{**{f"G.{k}": v for k, v in s["generator"].items()},
+             **{f"D.{k}": v for k, v in s["discriminator"].items()}} for s in states]  # fmt: skip
+
+
+@pytest.mark.parametrize("kill", ["kill:1:15", "sigterm"])
+def test_a_killed_and_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(tmp_path, launch, kill):
+    """Synchronous mode, one thread per rank, a cosine schedule that must resume where it was."""
+    extra = ("train.threads=1", "train.lr_schedule=cosine")
+    straight = job(tmp_path / "straight", "arar", 2, *extra)
+    cut = job(tmp_path / "cut", "arar", 2, *extra)
+    assert sagips(straight).returncode == 0
+    if kill == "sigterm":  # to the launcher, as a scheduler or Ctrl-C would; a sleep makes time for it
+        proc, _ = launch((*cut, "train.straggler.ms=300", "train.straggler.ranks=[0]"))
+        wait_for(lambda: ck.resume_epoch(run_of(cut), 2) >= 10)
+        assert stop(proc) != 0
+    else:
+        assert sagips(cut, fault=kill).returncode != 0
+    assert not ck.summary_path(run_of(cut)).exists()
+    assert sagips(cut).returncode == 0
+    s = summary(run_of(cut))
+    assert s["resumed_from_epoch"] == 10 and s["epochs"] == 20
+    for a, b in zip(final_state(run_of(straight), 2), final_state(run_of(cut), 2)):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 # --- a writer killed mid-write ------------------------------------------------------
 @pytest.mark.slow
 def test_kills_at_random_moments_never_leave_a_half_written_file(tmp_path, launch):
