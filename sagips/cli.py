@@ -25,7 +25,12 @@ _NOT_AN_INDEX = re.compile(r"invalid literal for int\(\) with base 10: '([^']*)'
 
 
 def check_group_choices(argv: list[str], root: Path) -> str | None:
-    """One-line error for an unknown option of a config group, before Hydra composes."""
+    """One-line error for an unknown option of a config group, before Hydra composes.
+
+    Options from folders added by ``hydra.searchpath`` are left to Hydra to find.
+    """
+    if any(arg.startswith("hydra.searchpath=") for arg in argv):
+        return None
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
         if not sep or key not in GROUPS or "(" in value:

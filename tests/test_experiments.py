@@ -16,6 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from sagips.config import validate
+from sagips.launch.naming import run_name, sweep_jobs
 from sagips.paths import conf_dir
 from tests.conftest import run_sagips, summary
 
@@ -60,6 +61,19 @@ def test_a_study_says_what_it_feeds_and_how_to_run_it(experiment: str) -> None:
     assert text.startswith("# @package _global_\n")
     assert re.match(r"# (Figs?\.|Tab\.|Section) ", text.splitlines()[1])  # what it feeds, first
     assert f"sagips -m experiment={experiment}" in text and "sagips-analyze" in text
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_the_run_folders_a_study_names_are_those_its_command_makes(experiment: str) -> None:
+    """``sagips-analyze multirun/STUDY/JOB`` in a header names a job of ``sagips -m experiment=STUDY ...``."""
+    header = (conf_dir() / "experiment" / f"{experiment}.yaml").read_text()
+    command = re.search(rf"sagips -m experiment={experiment} (scale=paper)", header)
+    named = re.findall(rf"sagips-analyze multirun/{experiment}/(\S+)", header)
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        cfg = compose(config_name="config", overrides=[f"experiment={experiment}", command.group(1)],
+                      return_hydra_config=True)  # fmt: skip
+        jobs = {run_name(job) for job in sweep_jobs(cfg)}
+    assert set(named) <= jobs, jobs
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
