@@ -150,6 +150,7 @@ def test_an_outer_ring_that_never_runs_is_warned_about(tmp_path, mode, ranks_per
 def test_a_site_cluster_file_on_hydras_search_path_is_found(tmp_path):
     site = tmp_path / "site" / "cluster"
     site.mkdir(parents=True)
-    (site / "mysite.yaml").write_text("# @package _global_\ndefaults:\n  - slurm\ncluster:\n  partition: gpu\n")
+    (site / "mysite.yaml").write_text("# @package _global_\ndefaults:\n  - slurm\n"
+                                      "cluster:\n  partition: gpu\n")  # fmt: skip
     job = sagips(f"hydra.searchpath=[file://{site.parent}]", "cluster=mysite", "--cfg", "job", cwd=tmp_path)
     assert "name: slurm\n  partition: gpu\n" in job.stdout
