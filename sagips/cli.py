@@ -87,25 +87,14 @@ def plain_experiment(argv: list[str]) -> list[str]:
     return [arg[1:] if arg.startswith("+experiment=") else arg for arg in argv]
 
 
-class Task:
-    """The Hydra task function; picklable, so that a Slurm job that unpickles it registers
-    sagips' resolvers before Hydra resolves that job's run folder (``hydra.sweep.subdir``)."""
-
-    def __call__(self, cfg: DictConfig) -> None:
-        try:
-            run_job(cfg)
-        except (ConfigError, JobFailed) as exc:
-            if HydraConfig.get().mode == RunMode.MULTIRUN:
-                raise  # Hydra keeps it and goes on with the sweep's other jobs
-            _fail(exc, sweep=False)  # exits now: Hydra would add lines of its own to an exception
-
-    def __reduce__(self) -> tuple:
-        return _job_side_task, ()
-
-
-def _job_side_task() -> Task:
-    register_resolvers()
-    return Task()
+def task(cfg: DictConfig) -> None:
+    """The Hydra task function. (A Slurm job gets sagips' resolvers with Hydra's state.)"""
+    try:
+        run_job(cfg)
+    except (ConfigError, JobFailed) as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra keeps it and goes on with the sweep's other jobs
+        _fail(exc, sweep=False)  # exits now: Hydra would add lines of its own to an exception
 
 
 def _error(message: str, code: int) -> NoReturn:
@@ -125,7 +114,7 @@ def main() -> None:
     error = check_group_choices(argv, conf_dir()) or check_override_syntax(argv)
     if error:
         _error(error, 2)
-    app = hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")(Task())
+    app = hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")(task)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         app()  # the user asked for Hydra's full tracebacks
         return

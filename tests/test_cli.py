@@ -154,3 +154,11 @@ def test_a_site_cluster_file_on_hydras_search_path_is_found(tmp_path):
                                       "cluster:\n  partition: gpu\n")  # fmt: skip
     job = sagips(f"hydra.searchpath=[file://{site.parent}]", "cluster=mysite", "--cfg", "job", cwd=tmp_path)
     assert "name: slurm\n  partition: gpu\n" in job.stdout
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_a_job_launched_in_another_process_names_its_folder_the_same(tmp_path):
+    """Slurm jobs resolve their folder in a process of their own, as submitit's local launcher does."""
+    sagips("-m", "hydra/launcher=submitit_local", "train.epochs=2", "seed=5", cwd=tmp_path)
+    assert summary(tmp_path / "multirun" / "sweep" / "seed=5")["status"] == "complete"
