@@ -95,6 +95,7 @@ def test_a_higher_train_epochs_extends_the_run_in_its_folder(tmp_path):
 
 
 @needs_mpi
+@pytest.mark.slow
 def test_a_sweep_over_a_resumable_key_gives_each_job_its_folder(tmp_path):
     sagips("-m", "train.epochs=4,6", "train.checkpoint_every=2", cwd=tmp_path)
     sweep = tmp_path / "multirun" / "sweep"

@@ -115,6 +115,7 @@ def test_small_scales_shrink_a_study(experiment: str, scale: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("mpiexec") is None, reason="mpiexec not on PATH")
+@pytest.mark.slow
 def test_table4_convergence_runs_at_smoke_scale_and_feeds_table4(tmp_path: Path) -> None:
     done = run_sagips("-m", "experiment=table4_convergence", cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -189,6 +189,7 @@ def test_failing_rank_ends_the_job_and_the_same_command_resumes(tmp_path, kind, 
     assert_resumes(args, ranks)
 
 
+@pytest.mark.slow
 def test_rank_killed_from_outside_ends_the_job_within_30_s(tmp_path, launch):
     run = tmp_path / "run"
     args = job(run, "rma_arar_arar", 4, "train.epochs=60", "train.checkpoint_every=5")
@@ -227,6 +228,7 @@ def final_state(run: Path, ranks: int, epoch: int = 20) -> list[dict[str, torch.
              **{f"D.{k}": v for k, v in s["discriminator"].items()}} for s in states]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill", ["kill:1:15", "sigterm"])
 def test_a_killed_and_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(tmp_path, launch, kill):
     """Synchronous mode, one thread per rank, a cosine schedule that must resume where it was."""
@@ -442,6 +444,7 @@ def analyze(folder: Path, out: Path) -> subprocess.CompletedProcess[str]:
     return run_sagips(str(folder), "--out", str(out), cwd=out.parent, module="sagips.analysis")
 
 
+@pytest.mark.slow
 def test_analysis_of_a_folder_a_live_run_writes_reads_only_finished_runs(finished, tmp_path, launch):
     pytest.importorskip("sagips.analysis", reason="sagips.analysis not available")
     root = tmp_path / "runs"

@@ -80,8 +80,7 @@ def test_per_rank_sampling_follows_eq_10(tmp_path: Path) -> None:
 
 def test_an_interrupted_sweep_resumes_without_retraining(tmp_path: Path) -> None:
     args = ("-m", "mode=arar", "ranks=2", "seed=0,1", "train.epochs=300", "train.checkpoint_every=50")
-    first, second = (sweep_dir(tmp_path) / f"mode=arar,ranks=2,seed={s},train.checkpoint_every=50,"
-                     "train.epochs=300" for s in (0, 1))  # fmt: skip
+    first, second = (sweep_dir(tmp_path) / f"mode=arar,ranks=2,seed={s}" for s in (0, 1))
     with (tmp_path / "interrupted.log").open("w") as log:
         sweep = subprocess.Popen([sys.executable, "-m", "sagips", *args], cwd=tmp_path,
                                  stdout=log, stderr=log, start_new_session=True)  # fmt: skip
