@@ -201,7 +201,7 @@ def test_a_preempted_job_is_requeued_and_resumes(slurm: None, tmp_path: Path) ->
 @pytest.mark.slow
 def test_a_cancelled_job_ends_the_sweep_with_one_line_naming_it(slurm: None, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    run = sweep / "ranks=1,train.checkpoint_every=50,train.epochs=100000"
+    run = sweep / "ranks=1"
     with sweep_in_background(
         tmp_path, sweep, "ranks=1", "train.epochs=100000", "train.checkpoint_every=50"
     ) as (
