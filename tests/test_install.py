@@ -37,7 +37,8 @@ def installed(tmp_path_factory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     for shipped in ("sagips/_data/conf/config.yaml", "sagips/_data/conf/experiment/table4_convergence.yaml",
                     "sagips/_data/conf/hydra/help/sagips.yaml", "sagips/_data/slurm/sagips.pbs",
-                    "sagips/_data/slurm/sagips.sbatch"):  # fmt: skip
+                    "sagips/_data/slurm/sagips.sbatch",
+                    "hydra_plugins/sagips_launcher/launchers.py"):  # fmt: skip
         assert shipped in names, shipped
     subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
     python = root / "venv" / "bin" / "python"
@@ -60,6 +61,8 @@ def test_the_installed_commands_work_from_any_folder(installed: Path, tmp_path: 
     command(installed, tmp_path, "sagips", "ranks=2")
     summary = (tmp_path / "outputs" / "ranks=2" / "summary.json").read_text()
     assert '"status": "complete"' in summary
+    command(installed, tmp_path, "sagips", "-m", "train.epochs=2", "seed=0,1")  # sagips's own sweep launcher
+    assert all((tmp_path / "multirun" / "sweep" / f"seed={s}" / "summary.json").exists() for s in (0, 1))
     study = command(installed, tmp_path, "sagips", "experiment=table4_convergence", "--cfg", "job")
     assert "study: table4_convergence" in study.stdout
     command(installed, tmp_path, "sagips", "cluster=pbs", "cluster.qsub=null", "hydra.run.dir=pbs")
