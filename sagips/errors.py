@@ -10,7 +10,10 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, value: Any, reason: str) -> None:
         super().__init__(f"{key}={value!r}: {reason}")
-        self.key, self.value = key, value
+        self.key, self.value, self.reason = key, value, reason
+
+    def __reduce__(self) -> tuple:  # a sweep's job hands it to the launcher through a pipe
+        return type(self), (self.key, self.value, self.reason)
 
 
 class JobFailed(RuntimeError):
@@ -19,6 +22,9 @@ class JobFailed(RuntimeError):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code if 0 < exit_code < 256 else 1
+
+    def __reduce__(self) -> tuple:
+        return type(self), (str(self), self.exit_code)
 
 
 class Stopped(SystemExit):
@@ -31,6 +37,9 @@ class Stopped(SystemExit):
     def __init__(self, signum: int, message: str) -> None:
         super().__init__(128 + signum)
         self.signum, self.message = signum, message
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.signum, self.message)
 
     def __str__(self) -> str:
         return self.message

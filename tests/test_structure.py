@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ast
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
 import sagips
 from sagips.config import CLUSTERS
+from sagips.errors import ConfigError, JobFailed, Stopped
 from sagips.launch.runner import LAUNCHERS
 
 PACKAGE = Path(sagips.__file__).parent
@@ -76,3 +78,11 @@ def test_the_launcher_loads_neither_torch_nor_mpi():
 
 def test_every_cluster_has_a_launcher():
     assert set(LAUNCHERS) == set(CLUSTERS)
+
+
+def test_errors_cross_a_process_border_intact():
+    """A sweep's job, a process of its own, hands its error to the launcher pickled."""
+    errors = (ConfigError("ranks", 0, "must be >= 1"), JobFailed("job RUN failed", 3), Stopped(2, "stopped"))
+    for error in errors:
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error) and str(back) == str(error) and vars(back) == vars(error)
