@@ -78,6 +78,7 @@ def test_per_rank_sampling_follows_eq_10(tmp_path: Path) -> None:
         assert (s["sampling"], s["param_samples"], s["disc_batch"]) == ("per_rank", samples, samples * 20)
 
 
+@pytest.mark.slow  # the quick lane stops and resumes a sweep in test_ctrl_c_stops_the_whole_sweep...
 def test_an_interrupted_sweep_resumes_without_retraining(tmp_path: Path) -> None:
     args = ("-m", "mode=arar", "ranks=2", "seed=0,1", "train.epochs=300", "train.checkpoint_every=50")
     first, second = (sweep_dir(tmp_path) / f"mode=arar,ranks=2,seed={s}" for s in (0, 1))
