@@ -38,7 +38,8 @@ def installed(tmp_path_factory) -> Path:
     for shipped in ("sagips/_data/conf/config.yaml", "sagips/_data/conf/experiment/table4_convergence.yaml",
                     "sagips/_data/conf/hydra/help/sagips.yaml", "sagips/_data/slurm/sagips.pbs",
                     "sagips/_data/slurm/sagips.sbatch",
-                    "hydra_plugins/sagips_launcher/launchers.py"):  # fmt: skip
+                    "hydra_plugins/sagips_launcher/launchers.py",
+                    "sagips/scaling_model/profiles/local.yaml"):  # fmt: skip
         assert shipped in names, shipped
     subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
     python = root / "venv" / "bin" / "python"
