@@ -1,6 +1,6 @@
 """The run folder on disk: generator checkpoints, full training state, metrics, summary.
 
-Layout (INTERFACE.md)::
+Layout (docs/interface.md)::
 
     RUN/.hydra/config.yaml                      resolved config
     RUN/checkpoints/rank{r}/generator_{epoch:07d}.pt

@@ -3,40 +3,34 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from hydra.types import RunMode
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from sagips.launch.local import Stopped
-from sagips.launch.runner import JobFailed, run_job
+from sagips.errors import ConfigError, JobFailed, Stopped
+from sagips.launch.naming import override_key, register_resolvers
+from sagips.launch.runner import run_job
+from sagips.paths import conf_dir
 
 GROUPS = ("mode", "scale", "sampling", "cluster", "model", "experiment")
-
-
-def conf_dir() -> Path:
-    """The config tree: shipped inside the package, or at the top of a source checkout."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "conf"
-    return packaged if packaged.is_dir() else here.parent / "conf"
-
-
-def run_name(override_dirname: str) -> str:
-    """Run folders are named after the overrides, so the same command finds its run again."""
-    return override_dirname or "default"
-
-
-OmegaConf.register_new_resolver("run_name", run_name, replace=True)
-# Experiments size an inner group as min(ranks, GPUs per node): ${min:${ranks},4}.
-OmegaConf.register_new_resolver("min", min, replace=True)
+_NOT_AN_INDEX = re.compile(r"invalid literal for int\(\) with base 10: '([^']*)'")
 
 
 def check_group_choices(argv: list[str], root: Path) -> str | None:
-    """One-line error for an unknown option of a config group, before Hydra composes."""
+    """One-line error for an unknown option of a config group, before Hydra composes.
+
+    Options from folders added by ``hydra.searchpath`` are left to Hydra to find.
+    """
+    if any(arg.startswith("hydra.searchpath=") for arg in argv):
+        return None
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
         if not sep or key not in GROUPS or "(" in value:
@@ -59,7 +53,23 @@ def check_override_syntax(argv: list[str]) -> str | None:
         try:
             parser.parse_overrides([arg])
         except HydraException as exc:
-            return f"{arg}: cannot parse this override ({str(exc).splitlines()[0]})"
+            message = f"{arg}: cannot parse this override ({str(exc).splitlines()[0]})"
+            if not arg.isascii():
+                key, _, value = arg.partition("=")
+                message += f"; quote a value with non-ASCII characters for Hydra: '{key}=\"{value}\"'"
+            return message
+    return None
+
+
+def not_a_list_index(argv: list[str], exc: ValueError) -> str | None:
+    """``proxy.truth.x=1``: OmegaConf's bare ValueError for a list indexed by a name, as one line."""
+    if not (m := _NOT_AN_INDEX.fullmatch(str(exc))):
+        return None
+    for arg in argv:
+        parts = override_key(arg).split(".")
+        if m.group(1) in parts[1:]:
+            lst = ".".join(parts[: parts.index(m.group(1), 1)])
+            return f"{arg}: {lst} is a list: set one item by its number ({lst}.0=...) or all ('{lst}=[...]')"
     return None
 
 
@@ -68,7 +78,23 @@ def one_line(exc: BaseException) -> str:
     noise = ("full_key:", "object_type", "See https:", "Set the environment variable")
     parts = [str(exc)] + ([str(exc.__cause__)] if exc.__cause__ else [])
     lines = [ln.strip() for part in parts for ln in part.splitlines()]
-    return " ".join(ln for ln in lines if ln and not ln.startswith(noise))
+    text = " ".join(ln for ln in lines if ln and not ln.startswith(noise))
+    return re.sub(r"^Error merging override (\S+) ", r"\1: ", text)
+
+
+def plain_experiment(argv: list[str]) -> list[str]:
+    """``+experiment=NAME`` as ``experiment=NAME``: the defaults list holds ``experiment: null``."""
+    return [arg[1:] if arg.startswith("+experiment=") else arg for arg in argv]
+
+
+def task(cfg: DictConfig) -> None:
+    """The Hydra task function. (A Slurm job gets sagips' resolvers with Hydra's state.)"""
+    try:
+        run_job(cfg)
+    except (ConfigError, JobFailed) as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra keeps it and goes on with the sweep's other jobs
+        _fail(exc, sweep=False)  # exits now: Hydra would add lines of its own to an exception
 
 
 def _error(message: str, code: int) -> NoReturn:
@@ -76,30 +102,40 @@ def _error(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-@hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")
-def _app(cfg: DictConfig) -> None:
-    run_job(cfg)
+def _fail(exc: ConfigError | JobFailed, sweep: bool) -> NoReturn:
+    if isinstance(exc, ConfigError):
+        _error(str(exc), 2)
+    _error(f"{exc} (failures of other jobs, if any, are logged above)" if sweep else str(exc), exc.exit_code)
 
 
 def main() -> None:
-    argv = sys.argv[1:]
+    register_resolvers()
+    argv = sys.argv[1:] = plain_experiment(sys.argv[1:])
     error = check_group_choices(argv, conf_dir()) or check_override_syntax(argv)
     if error:
         _error(error, 2)
+    app = hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")(task)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        _app()  # the user asked for Hydra's full tracebacks
+        app()  # the user asked for Hydra's full tracebacks
         return
     # Hydra would print its errors over several lines with a partial traceback;
     # with HYDRA_FULL_ERROR it raises them instead, and they are reported here.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    sweep = bool({"-m", "--multirun"} & set(argv))
     try:
-        _app()
+        app()
     except (HydraException, OmegaConfBaseException) as exc:
         _error(one_line(exc), 2)
-    except JobFailed as exc:
-        _error(f"{exc} (failures of other jobs, if any, are logged above)", 1)
+    except (ConfigError, JobFailed) as exc:
+        _fail(exc, sweep)
     except Stopped as exc:  # Ctrl-C or SIGTERM: 130 or 143, as a shell reports them
         _error(str(exc), exc.code)
+    except BrokenPipeError:  # `sagips --help | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except OSError as exc:
-        key = "hydra.sweep.dir" if {"-m", "--multirun"} & set(argv) else "hydra.run.dir"
-        _error(f"{key}: cannot create or write {exc.filename!r} ({exc.strerror})", 1)
+        _error(f"{'hydra.sweep.dir' if sweep else 'hydra.run.dir'}: cannot create or write "
+               f"{exc.filename!r} ({exc.strerror})", 2)  # fmt: skip
+    except ValueError as exc:
+        if (message := not_a_list_index(argv, exc)) is None:
+            raise
+        _error(message, 2)

@@ -11,11 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from sagips.equations import param_samples_per_rank
+from sagips.errors import ConfigError
+from sagips.modes import MODES
 
-# The names of sagips.transport.modes.MODES, spelled out: importing the transports
-# would load torch and start MPI (a singleton MPI_Init) in the launcher process,
-# which is slow and, on some clusters' login nodes, not allowed.
-MODES = ("ensemble", "arar", "arar_arar", "rma_arar_arar", "allreduce")
 SCALES = ("smoke", "laptop", "paper")
 CLUSTERS = ("local", "slurm", "pbs")
 SAMPLINGS = ("constant", "per_rank")
@@ -43,14 +41,6 @@ NON_NEGATIVE_INTS = (
 POSITIVE_FLOATS = ("train.lr_g", "train.lr_d")
 NON_NEGATIVE_FLOATS = ("proxy.norm_weight", "train.straggler.jitter_ms")
 BOOLS = ("transport.weights_only", "transport.fuse")
-
-
-class ConfigError(ValueError):
-    """A bad value for one key; ``str()`` is the one-line message users see."""
-
-    def __init__(self, key: str, value: Any, reason: str) -> None:
-        super().__init__(f"{key}={value!r}: {reason}")
-        self.key, self.value = key, value
 
 
 def get(cfg: Mapping[str, Any], dotted: str) -> Any:
@@ -146,3 +136,14 @@ def _validate_straggler(cfg: Mapping[str, Any]) -> None:
     bad = [r for r in slow if not 0 <= r < cfg["ranks"]]
     if bad:
         raise ConfigError("train.straggler.ranks", slow, f"ranks {bad} outside 0..{cfg['ranks'] - 1}")
+
+
+def check_device(choice: str) -> str | None:
+    """Why ``train.device=choice`` cannot run on this machine, or None: cuda without a visible GPU."""
+    if choice != "cuda":
+        return None
+    import torch  # only when a GPU is asked for: loading it costs the launcher seconds
+
+    if torch.cuda.is_available():
+        return None
+    return "no GPU is visible here (torch.cuda.is_available() is false): use auto or cpu"

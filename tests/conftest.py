@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from sagips.launch.naming import register_resolvers
+
 SMOKE_TIMEOUT_S = 300
+register_resolvers()  # for the tests that compose configs in this process
+needs_mpi = pytest.mark.skipif(shutil.which("mpiexec") is None, reason="mpiexec not on PATH")
 
 
 def run_sagips(

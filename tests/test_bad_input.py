@@ -1,6 +1,6 @@
 """Bad input through the real CLI: one line naming key and value, exit 2, nothing written.
 
-Every key of INTERFACE.md gets at least one bad value: wrong type, out of range,
+Every key of docs/interface.md gets at least one bad value: wrong type, out of range,
 or inconsistent with another key. Each command is pointed at an existing,
 finished run folder, which must stay byte-identical.
 """
@@ -72,12 +72,17 @@ CASES = [
     ([TRUTH_WITH_P0.format(0)], "proxy.truth", "p0=0"),  # zero: eq. (6) divides by it
     ([TRUTH_WITH_P0.format("a")], "proxy.truth", "p0='a'"),  # not a number
     (["proxy.truth=[1,2"], "proxy.truth", "[1,2"),  # Hydra cannot parse it
+    (["proxy.truth.x=1"], "proxy.truth.x=1", "proxy.truth is a list"),  # a list indexed by a name
+    (["train.straggler.ranks.first=0"], "train.straggler.ranks.first=0", "train.straggler.ranks is a list"),
+    (["proxy.truth.9=1"], "proxy.truth.9=1", "out of range"),
+    (["proxy.truth={a:1}"], "proxy.truth={a:1}", "Cannot merge"),
     (["train.epoch=5"], "train.epoch", "5"),  # a typo: Hydra knows no such key
     (["train=5"], "train", "5"),  # a value where a group belongs
 ]
 IDS = [" ".join(c[0]).replace("/", "|") for c in CASES]
 # One case per path an error takes: group check, Hydra, validation, mpiexec lookup.
-PLAIN = ("mode=fast", "train.epoch=5", "proxy.truth=[1,2", "ranks=0", "cluster.mpiexec=/nonexistent/mpiexec")
+PLAIN = ("mode=fast", "train.epoch=5", "proxy.truth=[1,2", "ranks=0", "cluster.mpiexec=/nonexistent/mpiexec",
+         "proxy.truth.x=1")
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -146,3 +151,29 @@ def test_paper_scale_on_a_cpu_is_allowed_but_warned(tmp_path):
     out = run_sagips("scale=paper", f"cluster.mpiexec={shutil.which('true')}", run, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "WARNING" in out.stderr and "hours per rank" in out.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_is_refused_before_any_rank_starts(tmp_path):
+    out = run_sagips("train.device=cuda", "ranks=2", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "train.device='cuda': no GPU is visible here" in error_line(out)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+@pytest.mark.parametrize("command", ["epoch", "sampler"])
+def test_a_benchmark_on_cuda_without_a_gpu_is_one_line(tmp_path, command):
+    out = run_sagips(command, "--device", "cuda", "--quick", cwd=tmp_path, module="sagips.bench")
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and out.stdout == ""
+    assert len(lines) == 1 and lines[0].startswith("sagips-bench: error: --device cuda: no GPU"), out.stderr
+
+
+def test_an_unquoted_non_ascii_path_gets_a_hint_to_quote_it(tmp_path):
+    out = run_sagips(f"hydra.run.dir={tmp_path}/résultats", cwd=tmp_path)
+    assert out.returncode == 2
+    hint = f"""quote a value with non-ASCII characters for Hydra: 'hydra.run.dir="{tmp_path}/résultats"'"""
+    assert hint in error_line(out)
+    quoted = run_sagips(f'hydra.run.dir="{tmp_path}/résultats"', "ranks=0", cwd=tmp_path)
+    assert "ranks=0: must be >= 1" in error_line(quoted)  # parsed: it got as far as the values

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -93,3 +94,18 @@ def test_short_loop_closure_moves_towards_the_truth(sagips_cli, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     start, end = mean_abs_residual(run, 1), mean_abs_residual(run, 1500)
     assert end < 0.6 * start, (start, end)
+
+
+def test_total_train_time_covers_the_forced_sleep_and_fits_in_the_launchers_wall_clock(sagips_cli, tmp_path):
+    """Eq. (9)'s denominator against two clocks it does not come from: the straggler's sleeps
+    (20 epochs x 40 ms on rank 0, which rank 1 waits for in the ring) and the launcher's life."""
+    tick = time.monotonic()
+    out = sagips_cli("scale=smoke", "ranks=2", "mode=arar", "train.straggler.ms=40",
+                     "train.straggler.ranks=[0]")  # fmt: skip
+    wall = time.monotonic() - tick
+    assert out.returncode == 0, out.stderr[-2000:]
+    run = tmp_path / "outputs" / "mode=arar,ranks=2,scale=smoke"
+    s = summary(run)
+    assert 20 * 0.040 <= s["total_train_time_s"] <= wall
+    for rank in (0, 1):
+        assert 20 * 0.040 <= checkpoints(run, rank)[-1]["train_time_s"] <= s["total_train_time_s"]

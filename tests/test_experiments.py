@@ -15,8 +15,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from sagips.cli import conf_dir
 from sagips.config import validate
+from sagips.launch.naming import run_name, sweep_jobs
+from sagips.paths import conf_dir
 from tests.conftest import run_sagips, summary
 
 EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
@@ -35,7 +36,7 @@ PAPER = {
 
 def sweep(experiment: str, scale: str) -> list[dict]:
     """Every job of the experiment's own sweep as a resolved config (jobs differing only in seed once)."""
-    base = [f"+experiment={experiment}", f"scale={scale}"]
+    base = [f"experiment={experiment}", f"scale={scale}"]
     with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
         cfg = compose(config_name="config", overrides=base, return_hydra_config=True)
         assert cfg.hydra.sweep.dir == f"multirun/{experiment}"
@@ -50,6 +51,10 @@ def sweep(experiment: str, scale: str) -> list[dict]:
     return [dict(c, jobs=len(jobs), seeds=max(1, len(seeds))) for c in configs]
 
 
+def header(experiment: str) -> str:
+    return (conf_dir() / "experiment" / f"{experiment}.yaml").read_text()
+
+
 def test_every_study_is_listed() -> None:
     assert EXPERIMENTS == sorted(PAPER)
 
@@ -59,7 +64,19 @@ def test_a_study_says_what_it_feeds_and_how_to_run_it(experiment: str) -> None:
     text = (conf_dir() / "experiment" / f"{experiment}.yaml").read_text()
     assert text.startswith("# @package _global_\n")
     assert re.match(r"# (Figs?\.|Tab\.|Section) ", text.splitlines()[1])  # what it feeds, first
-    assert f"sagips -m +experiment={experiment}" in text and "sagips-analyze" in text
+    assert f"sagips -m experiment={experiment}" in text and "sagips-analyze" in text
+
+
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if f"multirun/{e}/" in header(e)])
+def test_the_run_folders_a_study_names_are_those_its_command_makes(experiment: str) -> None:
+    """``sagips-analyze multirun/STUDY/JOB`` in a header names a job of its ``scale=paper`` command."""
+    named = re.findall(rf"sagips-analyze multirun/{experiment}/(\S+)", header(experiment))
+    assert f"sagips -m experiment={experiment} scale=paper" in header(experiment)
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        cfg = compose(config_name="config", overrides=[f"experiment={experiment}", "scale=paper"],
+                      return_hydra_config=True)  # fmt: skip
+        jobs = {run_name(job) for job in sweep_jobs(cfg)}
+    assert named and set(named) <= jobs, jobs
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -101,8 +118,9 @@ def test_small_scales_shrink_a_study(experiment: str, scale: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("mpiexec") is None, reason="mpiexec not on PATH")
+@pytest.mark.slow
 def test_table4_convergence_runs_at_smoke_scale_and_feeds_table4(tmp_path: Path) -> None:
-    done = run_sagips("-m", "+experiment=table4_convergence", cwd=tmp_path)
+    done = run_sagips("-m", "experiment=table4_convergence", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     study = tmp_path / "multirun" / "table4_convergence"
     runs = sorted(p for p in study.iterdir() if p.is_dir())
@@ -121,4 +139,4 @@ def test_a_command_line_value_wins_over_the_studys_sweep(tmp_path: Path) -> None
     done = run_sagips("-m", "+experiment=h_sweep", "h=3", "train.epochs=6", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     (run,) = (p for p in (tmp_path / "multirun" / "h_sweep").iterdir() if p.is_dir())
-    assert run.name == "h=3,train.epochs=6" and summary(run)["h"] == 3
+    assert run.name == "h=3" and summary(run)["h"] == 3  # train.epochs does not name a folder

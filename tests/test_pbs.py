@@ -74,3 +74,13 @@ def test_the_script_runs_a_two_rank_job_as_pbs_would(tmp_path: Path) -> None:
     assert "PBS job 7.test on 1 node(s)" in job.stdout
     s = summary(run)
     assert (s["status"], s["ranks"]) == ("complete", 2)
+
+
+def test_a_run_folder_with_a_space_is_quoted_for_pbs_and_the_shell(tmp_path: Path) -> None:
+    run = tmp_path / "my runs" / "run"
+    done = run_sagips(*POLARIS, f"hydra.run.dir={run}", cwd=tmp_path, env=bin_dir(tmp_path))
+    assert done.returncode == 0, done.stderr
+    script = (run / "job.pbs").read_text().splitlines()
+    assert f'#PBS -o "{run}/job.log"' in script
+    assert any(line.endswith(f"-m sagips.worker '{run}'") for line in script)
+    assert subprocess.run(["bash", "-n", str(run / "job.pbs")]).returncode == 0

@@ -8,11 +8,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from sagips.cli import conf_dir
-from sagips.config import ConfigError, validate
+from sagips.config import validate
 from sagips.equations import analysis_rate, ensemble_mean_sigma, param_samples_per_rank, residual
+from sagips.errors import ConfigError
 from sagips.grouping import grouping
 from sagips.networks import Discriminator, Generator, n_trainable
+from sagips.paths import conf_dir
 from sagips.proxy import P_TRUE, ProxyApp, ProxyConfig
 
 

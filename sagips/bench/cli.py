@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from sagips.bench import comm, epoch, model, sampler, scaling, straggler, sweep
+from sagips.config import check_device
 
 COMMANDS = {
     "epoch": (epoch, "one rank's epoch: engine vs unfused reference vs GEMM floor"),
@@ -34,5 +35,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    if reason := check_device(getattr(args, "device", "auto")):
+        print(f"sagips-bench: error: --device {args.device}: {reason}", file=sys.stderr)
+        sys.exit(2)
     module = COMMANDS[args.command][0]
     sys.exit(module.run(args) or 0)

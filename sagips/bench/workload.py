@@ -9,8 +9,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from sagips.cli import conf_dir
 from sagips.networks import Discriminator, Generator
+from sagips.paths import conf_dir
 from sagips.proxy import ProxyApp, ProxyConfig
 
 

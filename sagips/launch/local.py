@@ -30,27 +30,13 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from sagips import checkpoints as ck
+from sagips.errors import Stopped
 from sagips.launch import shm
 from sagips.progress import PROGRESS_ENV
 
 _FAILED = re.compile(r"\[rank (\d+)\][^\n]*rank \d+ failed: ([^\n]*)")
 _KILLED_PID = re.compile(r"PID (\d+) RUNNING AT")  # MPICH's Hydra
 _KILLED_RANK = re.compile(r"process rank (\d+) with PID (\d+) on node \S+ exited on signal")  # Open MPI
-
-
-class Stopped(SystemExit):
-    """Ctrl-C or a scheduler's SIGTERM ended the work; exits 128 + the signal's number, as a shell does.
-
-    A ``SystemExit``, so that Hydra's job runner, which records a job's exceptions as
-    its result, lets it through: a stop ends the whole sweep, not only this job.
-    """
-
-    def __init__(self, signum: int, message: str) -> None:
-        super().__init__(128 + signum)
-        self.signum, self.message = signum, message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 def worker_command(cfg: DictConfig, run_dir: Path, mpiexec: str) -> list[str]:

@@ -19,25 +19,19 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from sagips.launch.runner import JobFailed
+from sagips.errors import JobFailed
+from sagips.paths import template
 
 log = logging.getLogger("sagips")
 SCRIPT = "job.pbs"
 JOB_ID = "job.pbs.id"  # the PBS job id of the last submission
 
 
-def template_path() -> Path:
-    """``slurm/sagips.pbs``, next to the config tree (packaged or in a source checkout)."""
-    from sagips.cli import conf_dir
-
-    return conf_dir().parent / "slurm" / "sagips.pbs"
-
-
 def render(cfg: DictConfig, run_dir: Path) -> str:
     """The job script of one run: the template with this run's resources and paths."""
     c = cfg.cluster
     directives = ([f"#PBS -A {c.account}"] if c.account else []) + [f"#PBS {d}" for d in c.directives]
-    return string.Template(template_path().read_text()).substitute(
+    return string.Template(template("sagips.pbs").read_text()).substitute(
         queue=c.queue, nodes=cfg.ranks // cfg.ranks_per_node, cpus_per_node=c.cpus_per_node,
         gpus_per_node=c.gpus_per_node, walltime=c.walltime, filesystems=c.filesystems,
         run_dir=run_dir, run_dir_q=shlex.quote(str(run_dir)), directives="\n".join(directives),

@@ -1,8 +1,9 @@
-"""The Hydra task: validate, prepare the run folder, then start the MPI world.
+"""The Hydra task: validate, take the run folder, then start the MPI world.
 
 Nothing is written into the run folder before the config passed every check, so
 bad input never damages earlier results. The same command on an unfinished
-folder resumes it; on a finished one it does nothing.
+folder resumes it; on a finished one it does nothing; while another launcher
+runs it, it is refused (``sagips.launch.lock``).
 """
 
 from __future__ import annotations
@@ -10,31 +11,27 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sagips import checkpoints as ck
-from sagips.config import ConfigError, param_samples, validate
+from sagips.config import check_device, param_samples, validate
+from sagips.errors import ConfigError, JobFailed
+from sagips.launch import local, pbs, slurm
+from sagips.launch.lock import run_lock
+from sagips.launch.naming import RESUMABLE, under
+from sagips.modes import GROUPED
 
 log = logging.getLogger("sagips")
-
-# Keys that may change between a run and its resume: how and where it runs, how
-# often it reports, and train.epochs upwards (extending a finished run).
-RESUMABLE = ("cluster", "train.log_every", "train.checkpoint_every", "train.threads",
-             "train.device", "train.straggler", "train.nonfinite")  # fmt: skip
 CPU_EVENTS_PER_S = 5e4  # a 2-core CPU, both steps; for the "are you sure" estimate only
 ABSURD_HOURS = 24.0
-
-
-class JobFailed(RuntimeError):
-    """The MPI job of one run folder ended badly; a sweep goes on with its other jobs."""
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -46,31 +43,31 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def resume_conflicts(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Keys whose change would make a resume mix two different experiments."""
+    """Keys whose change would make a resume mix two different experiments (all but ``RESUMABLE``)."""
     a, b = _flatten(old), _flatten(new)
     bad = []
     for key in sorted(set(a) | set(b)):
-        if a.get(key) == b.get(key) or any(key == r or key.startswith(r + ".") for r in RESUMABLE):
+        if a.get(key) == b.get(key):
             continue
-        if key == "train.epochs" and isinstance(a.get(key), int) and b[key] >= a[key]:
+        if key == "train.epochs":  # upwards only: extending a run
+            if isinstance(a.get(key), int) and b[key] >= a[key]:
+                continue
+        elif under(key, RESUMABLE):
             continue
         bad.append(f"{key}: {a.get(key)!r} -> {b.get(key)!r}")
     return bad
 
 
-def _check_folder(run_dir: Path, cfg: dict[str, Any]) -> str:
-    """'new', 'resume' or 'complete'; raises ConfigError when the folder cannot be used."""
+def _check_config_matches(run_dir: Path, cfg: dict[str, Any]) -> None:
     old_cfg = ck.config_path(run_dir)
-    if not old_cfg.exists():
-        state = "new"
-    else:
+    if old_cfg.exists():
         conflicts = resume_conflicts(OmegaConf.to_container(OmegaConf.load(old_cfg)), cfg)
         if conflicts:
             raise ConfigError("hydra.run.dir", str(run_dir),
                               "holds a run with another config: " + "; ".join(conflicts))  # fmt: skip
-        summary = ck.read_summary(run_dir)
-        done = summary and summary.get("status") == "complete"
-        state = "complete" if done and summary["epochs"] >= cfg["train"]["epochs"] else "resume"
+
+
+def _check_writable(run_dir: Path) -> None:
     try:
         # A probe of its own: under Slurm every task of the job checks the same folder at once.
         fd, probe = tempfile.mkstemp(prefix=ck.TMP_PREFIX, dir=run_dir)
@@ -78,15 +75,27 @@ def _check_folder(run_dir: Path, cfg: dict[str, Any]) -> str:
         os.unlink(probe)
     except OSError as exc:
         raise ConfigError("hydra.run.dir", str(run_dir), f"not writable ({exc.strerror})") from exc
-    return state
 
 
-def _mpiexec(cfg: DictConfig) -> str:
-    found = shutil.which(cfg.cluster.mpiexec)
-    if found is None:
-        raise ConfigError("cluster.mpiexec", cfg.cluster.mpiexec,
+def folder_state(run_dir: Path, cfg: dict[str, Any]) -> str:
+    """'new', 'resume' or 'complete' (when it holds every epoch ``cfg`` asks for)."""
+    if not ck.config_path(run_dir).exists():
+        return "new"
+    summary = ck.read_summary(run_dir)
+    done = summary and summary.get("status") == "complete"
+    return "complete" if done and summary["epochs"] >= cfg["train"]["epochs"] else "resume"
+
+
+def _check_mpiexec(cfg: dict[str, Any]) -> None:
+    if cfg["cluster"]["name"] == "local" and shutil.which(cfg["cluster"]["mpiexec"]) is None:
+        raise ConfigError("cluster.mpiexec", cfg["cluster"]["mpiexec"],
                           "not found on PATH (pip install 'sagips[mpi]' or load your site MPI)")  # fmt: skip
-    return found
+
+
+def _check_device(cfg: dict[str, Any]) -> None:
+    # A PBS job is submitted from a login node, which may have no GPU while the compute nodes do.
+    if cfg["cluster"]["name"] != "pbs" and (reason := check_device(cfg["train"]["device"])):
+        raise ConfigError("train.device", cfg["train"]["device"], reason)
 
 
 def _warn_if_absurd(cfg: dict[str, Any]) -> None:
@@ -101,35 +110,28 @@ def _warn_if_absurd(cfg: dict[str, Any]) -> None:
                     "it will run, but this scale is meant for GPU clusters", cfg["scale"], hours)  # fmt: skip
 
 
-def _fail(message: str, run_dir: Path) -> NoReturn:
-    # A folder that Hydra created for this bad command alone is removed again.
-    if run_dir.is_dir() and not any(run_dir.iterdir()):
-        run_dir.rmdir()
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        _job_failed(message)  # a bad job of a sweep must not stop the others
-    print(f"sagips: error: {message}", file=sys.stderr)
-    sys.exit(2)
+def _warn_if_outer_ring_idle(cfg: dict[str, Any]) -> None:
+    """The outer ring runs at epochs h, 2h, ...: with h > train.epochs the inner groups never meet.
 
-
-def _job_failed(message: str) -> NoReturn:
-    log.error("%s", message)  # now: Hydra reports only the first failure, at the sweep's end
-    raise JobFailed(message)
-
-
-def prepare(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], str, str]:
-    """Validate, find mpiexec (local runs) and classify the run folder.
-
-    Exits with a one-line error on bad input.
+    (With one inner group there is no outer ring to miss: the inner ring spans every rank.)
     """
+    groups, h, epochs = cfg["ranks"] // cfg["ranks_per_node"], cfg["h"], cfg["train"]["epochs"]
+    if cfg["mode"] in GROUPED and groups > 1 and h > epochs:
+        log.warning("h=%d > train.epochs=%d: the outer ring of mode=%s never runs, so its %d inner groups "
+                    "train apart (lower h or raise train.epochs)", h, epochs, cfg["mode"], groups)
+
+
+def _validated(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """The resolved config as plain data, after every check that needs no lock."""
     plain = OmegaConf.to_container(cfg, resolve=True)
-    try:
-        validate(plain)
-        mpiexec = _mpiexec(cfg) if cfg.cluster.name == "local" else ""
-        state = _check_folder(run_dir, plain)
-    except ConfigError as exc:
-        _fail(str(exc), run_dir)
+    validate(plain)
+    _check_mpiexec(plain)
+    _check_device(plain)
+    _check_config_matches(run_dir, plain)
+    _check_writable(run_dir)
     _warn_if_absurd(plain)
-    return plain, state, mpiexec
+    _warn_if_outer_ring_idle(plain)
+    return plain
 
 
 def write_config(run_dir: Path, plain: dict[str, Any], overrides: list[str]) -> None:
@@ -138,34 +140,57 @@ def write_config(run_dir: Path, plain: dict[str, Any], overrides: list[str]) -> 
                     lambda f: f.write(OmegaConf.to_yaml(list(overrides))), "w")  # fmt: skip
 
 
+# --- the launchers: (resolved config, run folder) -> None, JobFailed when the job failed ---------
+def _run_local(cfg: DictConfig, run_dir: Path) -> None:
+    rc, culprit = local.run_mpiexec(cfg, run_dir, shutil.which(cfg.cluster.mpiexec))
+    if rc:
+        raise JobFailed(f"job {run_dir} failed (exit {rc}): {culprit}", rc)
+
+
+LAUNCHERS: dict[str, Callable[[DictConfig, Path], None]] = {
+    "local": _run_local,  # mpiexec on this machine, the launcher waits for the job
+    "slurm": slurm.run_in_allocation,  # every task of the srun step is one rank
+    "pbs": pbs.submit,  # writes RUN/job.pbs and submits it
+}
+
+
+def _speaks_for_the_job(cfg: DictConfig) -> bool:
+    """Slurm runs this task in every task of the step; task 0 locks and writes for the job."""
+    return cfg.cluster.name != "slurm" or os.environ.get("SLURM_PROCID", "0") == "0"
+
+
+@contextmanager
+def _reported(run_dir: Path) -> Iterator[None]:
+    """In a sweep, log a job's failure when it happens (Hydra re-raises only the first, at the end);
+    remove a folder that Hydra created for a refused command alone."""
+    try:
+        yield
+    except (ConfigError, JobFailed) as exc:
+        if isinstance(exc, ConfigError) and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.error("%s", exc)
+        raise
+
+
 def run_job(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    plain, state, mpiexec = prepare(cfg, run_dir)
-    if state == "complete":
-        log.info("%s is complete; nothing to do", run_dir)
-        return
-    if state == "resume":
-        ck.summary_path(run_dir).unlink(missing_ok=True)  # extending a finished run
-    write_config(run_dir, plain, list(hc.overrides.task))
-    resolved = OmegaConf.create(plain)
-    if cfg.cluster.name == "local":
-        from sagips.launch.local import run_mpiexec
-
-        log.info("%s %s with %d ranks: %s", "resuming" if state == "resume" else "starting",
-                 cfg.mode, cfg.ranks, run_dir)  # fmt: skip
-        rc, culprit = run_mpiexec(resolved, run_dir, mpiexec)
-        if rc:
-            message = f"job {run_dir} failed (exit {rc}): {culprit}"
-            if hc.mode == RunMode.MULTIRUN:
-                _job_failed(message)
-            print(f"sagips: error: {message}", file=sys.stderr)
-            sys.exit(rc if 0 < rc < 256 else 1)
-    elif cfg.cluster.name == "slurm":
-        from sagips.launch.slurm import run_in_allocation
-
-        run_in_allocation(resolved, run_dir)
-    else:
-        from sagips.launch.pbs import submit
-
-        submit(resolved, run_dir)
+    with _reported(run_dir):
+        plain = _validated(cfg, run_dir)
+        resolved = OmegaConf.create(plain)
+        if not _speaks_for_the_job(cfg):
+            if folder_state(run_dir, plain) != "complete":
+                LAUNCHERS[cfg.cluster.name](resolved, run_dir)
+            return
+        with run_lock(run_dir):
+            state = folder_state(run_dir, plain)
+            if state == "complete":
+                log.info("%s is complete; nothing to do", run_dir)
+                return
+            if state == "resume":
+                ck.summary_path(run_dir).unlink(missing_ok=True)  # extending a finished run
+            write_config(run_dir, plain, list(hc.overrides.task))
+            log.info("%s %s with %d ranks: %s", "resuming" if state == "resume" else "starting",
+                     cfg.mode, cfg.ranks, run_dir)  # fmt: skip
+            LAUNCHERS[cfg.cluster.name](resolved, run_dir)

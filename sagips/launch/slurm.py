@@ -35,7 +35,8 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import DictConfig, OmegaConf
 
-from sagips.config import ConfigError, validate_world
+from sagips.config import validate_world
+from sagips.errors import ConfigError, JobFailed, Stopped
 from sagips.launch import shm
 
 
@@ -138,8 +139,6 @@ def squeue_states() -> dict[str, str] | None:
 def _failed(overrides: list[str], message: str) -> JobReturn:
     log.error("%s", message)
     ret = JobReturn(overrides=overrides, status=JobStatus.FAILED)
-    from sagips.launch.runner import JobFailed
-
     ret.return_value = JobFailed(message)
     return ret
 
@@ -183,8 +182,6 @@ def wait_all(jobs: list[Any], overrides: list[list[str]], labels: list[str]) -> 
 
 def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     """Submit the sweep, one job array per resource shape, and wait for every job (``Launcher.launch``)."""
-    from sagips.launch.local import Stopped
-
     config = launcher.config
     overrides = [list(o) for o in job_overrides]
     loader = launcher.hydra_context.config_loader
@@ -229,8 +226,6 @@ def run_in_allocation(cfg: DictConfig, run_dir: Path) -> None:
 
     Works under hydra-submitit-launcher and under a hand-written ``srun sagips cluster=slurm ...``.
     """
-    from sagips.launch.runner import JobFailed
-
     tasks = _step_tasks()
     if tasks is None:
         raise JobFailed("cluster=slurm runs inside a Slurm job: submit with `sagips -m cluster=slurm ...` "

@@ -37,10 +37,8 @@ from typing import Any, BinaryIO
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from sagips.config import ConfigError
+from sagips.errors import ConfigError, JobFailed, Stopped
 from sagips.launch import shm
-from sagips.launch.local import Stopped
-from sagips.launch.runner import JobFailed
 
 log = logging.getLogger(__name__)
 

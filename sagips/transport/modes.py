@@ -9,11 +9,10 @@ import torch
 from mpi4py import MPI
 
 from sagips.grouping import grouping
+from sagips.modes import MODES
 from sagips.transport.base import GradientTransport, OuterRound, exchanged_parameters
 from sagips.transport.ring import AllreduceReducer, RingReducer
 from sagips.transport.rma import RmaInnerGroup
-
-MODES = ("ensemble", "arar", "arar_arar", "rma_arar_arar", "allreduce")
 
 
 def make_transport(

@@ -11,7 +11,7 @@ import sys
 from hydra import compose, initialize_config_dir
 from mpi4py import MPI
 
-from sagips.cli import conf_dir
+from sagips.paths import conf_dir
 from sagips.trainer import Trainer
 
 FULL = {"allreduce", "ensemble"}
