@@ -216,10 +216,11 @@ def run_mpiexec(cfg: DictConfig, run_dir: Path, mpiexec: str) -> tuple[int, str]
     watch.close()
     sel.close()
     rc = proc.wait()
-    if rc == 0:
+    stopped = received and not ck.summary_path(run_dir).exists()  # a stop after the end changes nothing
+    if rc == 0 and not stopped:
         return rc, ""
     shm.remove_unmapped(shm.segments() - before)  # only this job's leftovers
-    if received:
+    if stopped:
         name = signal.Signals(received[0]).name
         raise Stopped(received[0], f"stopped by {name}: {run_dir} is unfinished; the same command resumes it")
     return rc, _culprit(run_dir, cfg.ranks, seen.decode(errors="replace"), watch)

@@ -145,6 +145,8 @@ def _run_local(cfg: DictConfig, run_dir: Path) -> None:
     rc, culprit = local.run_mpiexec(cfg, run_dir, shutil.which(cfg.cluster.mpiexec))
     if rc:
         raise JobFailed(f"job {run_dir} failed (exit {rc}): {culprit}", rc)
+    if not ck.summary_path(run_dir).exists():  # rank 0 writes it last: no summary, no finished run
+        raise JobFailed(f"job {run_dir} failed: mpiexec exited 0 but the run wrote no summary.json", 1)
 
 
 LAUNCHERS: dict[str, Callable[[DictConfig, Path], None]] = {

@@ -172,6 +172,7 @@ class _Sweep:
         self.pending = list(jobs)
         self.running: dict[int, _Running] = {}
         self.stopped: set[int] = set()  # the jobs that were running when the sweep was stopped
+        self.stops: list[int] = []  # the stop signals received (filled by the launcher's handler)
         self.results: dict[int, JobReturn] = {}
         self.sel = selectors.DefaultSelector()
         # fork: the job inherits the composed config and Hydra's state as they are, in milliseconds
@@ -222,6 +223,10 @@ class _Sweep:
         run.proc.join()
         del self.running[run.job.num]
         ret = run.ret
+        if self.stops and (ret is None or ret.status != JobStatus.COMPLETED):
+            # Ctrl-C reaches a job's process with the launcher's: it may end before the
+            # launcher has looked at its own signal, and it ended because of it.
+            self.stopped.add(run.job.num)
         if ret is None:
             code = run.proc.exitcode
             how = f"signal {-code}" if code is not None and code < 0 else f"exit {code}"
@@ -237,6 +242,7 @@ class _Sweep:
                 os.kill(run.proc.pid, signum)
 
     def run(self, stops: list[int]) -> None:
+        self.stops = stops
         stopping_since = 0.0
         while self.pending or self.running:
             if not stops:
@@ -244,7 +250,7 @@ class _Sweep:
                     self.start(self.pending.pop(0))
             elif not stopping_since:
                 stopping_since = time.monotonic()
-                self.stopped = set(self.running)
+                self.stopped |= set(self.running)
                 self.signal_running(signal.SIGTERM)  # each job stops its own MPI world
             elif len(stops) > 1 or time.monotonic() - stopping_since > STOP_GRACE_S:
                 self.signal_running(signal.SIGKILL)
