@@ -29,6 +29,19 @@ def run_sagips(
     )  # fmt: skip
 
 
+def launch_only(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The CLI up to the job's start: ``true`` stands in for mpiexec, so no rank runs.
+
+    What comes before the start (validation, warnings) is what the caller tests; the job
+    itself must then fail, because an mpiexec that exits 0 without a summary.json is no run.
+    """
+    run = cwd / "run"
+    out = run_sagips(*args, f"cluster.mpiexec={shutil.which('true')}", f"hydra.run.dir={run}", cwd=cwd)
+    assert "starting" in out.stderr, out.stderr[-2000:]
+    assert out.returncode == 1 and "mpiexec exited 0 but the run wrote no summary.json" in out.stderr
+    return out
+
+
 def summary(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "summary.json").read_text())
 

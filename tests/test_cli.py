@@ -5,14 +5,13 @@ named after the overrides that define the experiment.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from sagips.launch.naming import MAX_NAME_BYTES, run_name, swept_unnamed_keys
 from sagips.paths import conf_dir
-from tests.conftest import needs_mpi, run_sagips, summary
+from tests.conftest import launch_only, needs_mpi, run_sagips, summary
 
 
 def sagips(*args: str, cwd: Path, env: dict[str, str] | None = None):
@@ -125,11 +124,6 @@ def test_the_long_override_list_of_issue_14_runs_and_finds_its_folders_again(tmp
 
 
 # --- warnings before a job starts --------------------------------------------------------
-def dry(*args: str, cwd: Path):
-    """The CLI up to the job's start: ``true`` stands in for mpiexec."""
-    return sagips(*args, f"cluster.mpiexec={shutil.which('true')}", f"hydra.run.dir={cwd / 'run'}", cwd=cwd)
-
-
 @pytest.mark.parametrize("mode,ranks_per_node,h,warned", [
     ("arar_arar", 1, 50, True),
     ("rma_arar_arar", 1, 11, True),
@@ -138,8 +132,8 @@ def dry(*args: str, cwd: Path):
     ("arar", 1, 50, False),
 ])  # fmt: skip
 def test_an_outer_ring_that_never_runs_is_warned_about(tmp_path, mode, ranks_per_node, h, warned):
-    out = dry(f"mode={mode}", "ranks=2", f"ranks_per_node={ranks_per_node}", f"h={h}", "train.epochs=10",
-              cwd=tmp_path)  # fmt: skip
+    out = launch_only(f"mode={mode}", "ranks=2", f"ranks_per_node={ranks_per_node}", f"h={h}",
+                      "train.epochs=10", cwd=tmp_path)  # fmt: skip
     lines = [line for line in out.stderr.splitlines() if "outer ring" in line]
     assert len(lines) == int(warned), out.stderr
     if warned:

@@ -19,11 +19,22 @@ from sagips.launch.lock import Owner, lock_path, read_owner, run_lock
 from tests.conftest import needs_mpi, run_sagips, summary
 
 DEAD = object()  # a pid that has ended
+ZOMBIE = object()  # a pid that has ended and that its parent has not reaped
+_zombies: list[subprocess.Popen] = []  # kept unreaped until the end of the session
 
 
 def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
+    return proc.pid
+
+
+def zombie_pid() -> int:
+    """What a launcher killed with its parent leaves where the container's init does not reap."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    _zombies.append(proc)
+    while open(f"/proc/{proc.pid}/stat").read().rpartition(")")[2].split()[0] != "Z":
+        time.sleep(0.01)
     return proc.pid
 
 
@@ -44,13 +55,15 @@ def test_the_lock_names_its_launcher_while_held_and_goes_after(tmp_path):
 
 @pytest.mark.parametrize("fields,taken", [
     ({"pid": DEAD}, "dead pid on this host"),
+    ({"pid": ZOMBIE}, "a zombie on this host (issue 12 CI: a killed sweep's job)"),
     ({"host": "elsewhere", "slurm_job": "77"}, "this Slurm job, requeued"),
     ({"pid": DEAD, "host": "elsewhere"}, None),  # another host: its pid says nothing here
     ({}, None),  # this process: alive
 ])  # fmt: skip
 def test_a_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path, monkeypatch, fields, taken):
     monkeypatch.setenv("SLURM_JOB_ID", "77")
-    leave_lock(tmp_path, **{k: (dead_pid() if v is DEAD else v) for k, v in fields.items()})
+    made = {DEAD: dead_pid, ZOMBIE: zombie_pid}
+    leave_lock(tmp_path, **{k: (made[v]() if v in made else v) for k, v in fields.items()})
     if taken:
         with run_lock(tmp_path) as me:
             assert read_owner(tmp_path) == me, taken

@@ -49,13 +49,19 @@ class Owner:
 
 
 def _alive(pid: int) -> bool:
+    """The process runs. A zombie does not: a launcher killed with its parent stays one for as
+    long as nobody reaps it (a container whose init does not reap, for one)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):  # it ended just now, or this system has no /proc
+        return not Path("/proc").is_dir()
+    return state != "Z"
 
 
 def lock_path(run_dir: Path) -> Path:
