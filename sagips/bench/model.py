@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.skip_local_check:
         preset = QUICK_CHECK if args.quick else CHECK
         s, e = parse_size(preset["size"])
-        settings = CheckSettings(s, e, preset["epochs"], preset["jitter_ms"])
+        settings = CheckSettings(s, e, preset["epochs"], preset["jitter_ms"], tuple(modes))
         with tempfile.TemporaryDirectory(prefix="sagips-model-") as tmp:
             check = local_check(settings, Path(tmp), network, lambda line: print(line, flush=True))
         _report_check(check)

@@ -26,7 +26,6 @@ from sagips.scaling_model.profiles import cores
 from sagips.scaling_model.rings import Network
 from sagips.scaling_model.waiting import cpu_slowdown
 
-MODES = ("arar", "arar_arar", "rma_arar_arar")
 RANKS = (1, 2, 4)
 
 
@@ -36,6 +35,7 @@ class CheckSettings:
     events: int
     epochs: int
     jitter_ms: float
+    modes: tuple[str, ...]  # the modes of --modes
     ranks_per_node: int = 2  # 4 ranks: two inner groups and an outer ring between them
     h: int = 10
 
@@ -103,7 +103,7 @@ def local_check(s: CheckSettings, tmp: Path, network: Network, log: Callable[[st
         f"(other load {calibration_load:.2f} cores)")  # fmt: skip
     results = []
     for jitter_ms in (0.0, s.jitter_ms):
-        for mode in MODES:
+        for mode in s.modes:
             for ranks in RANKS:
                 job = _job(mode, ranks, s, jitter_ms)
                 name = f"{mode}-{ranks}-{jitter_ms:g}"
