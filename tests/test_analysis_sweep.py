@@ -209,6 +209,19 @@ def test_notebook_runs_on_the_sweep(sweep: Path, path: Path) -> None:
     assert (images, log.count("skipping fig")) == NOTEBOOK_FIGURES[path.stem]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_opens_the_committed_results_as_it_is(path: Path) -> None:
+    """docs/results/cpu/ (docs/reproduction.md): the notebook's own paths, nothing re-run."""
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_on_the_tables_alone(tables_only: Path, path: Path) -> None:
     images, log = run_notebook(path, tables_only)
