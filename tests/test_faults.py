@@ -191,11 +191,14 @@ def test_failing_rank_ends_the_job_and_the_same_command_resumes(tmp_path, kind, 
             # A rank that does not wait for the victim may be behind it (a loaded machine) or past
             # epoch 10, even at 20, when the abort comes, or between its generator and its state
             # file: resume takes the newest epoch every rank has a state for.
-            assert saved in ([1], [1, 10], [1, 10, 20]), (rank, saved)
+            assert saved in ([], [1], [1, 10], [1, 10, 20]), (rank, saved)
             assert states in (saved, saved[:-1]), (rank, saved, states)
-    resume_from = ck.resume_epoch(run, ranks)
-    assert resume_from in (1, 10)
-    assert_resumes(args, ranks, expected_from=resume_from)
+    if resume_from := ck.resume_epoch(run, ranks):
+        assert_resumes(args, ranks, expected_from=resume_from)
+    else:  # a rank the load kept from its first checkpoint: the same command starts over
+        out = sagips(args)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert (summary(run)["status"], summary(run)["resumed_from_epoch"]) == ("complete", 0)
 
 
 @pytest.mark.slow
