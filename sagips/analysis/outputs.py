@@ -33,7 +33,8 @@ TABLE_FILES = {
     "scaling": "scaling.csv",
     "subsamples": "subsamples.csv",
 }
-NEEDED = ("residuals", "scaling", "subsamples")  # what the figures are drawn from
+NEEDED = ("residuals", "scaling", "subsamples")  # what the figures are drawn from: always written
+READ_NEEDED = ("residuals", "scaling")  # and read: without subsamples.csv, Figs. 9/10 are skipped
 MARKER = TABLE_FILES["residuals"]
 TEXT_COLS = {"study": str, "group": str, "mode": str, "run": str, "command": str}
 
@@ -167,7 +168,7 @@ def _read(path: Path) -> pd.DataFrame:
 def read_tables(folder: Path | str) -> Analysis:
     """The tables a ``sagips-analyze`` run wrote into ``folder``; NoRunsError when some are missing."""
     folder = Path(folder)
-    if lacking := [TABLE_FILES[f] for f in NEEDED if not (folder / TABLE_FILES[f]).is_file()]:
+    if lacking := [TABLE_FILES[f] for f in READ_NEEDED if not (folder / TABLE_FILES[f]).is_file()]:
         raise NoRunsError(f"{folder} holds no tables of sagips-analyze (no {', '.join(lacking)})")
     tables = {f: _read(folder / name) if (folder / name).is_file() else pd.DataFrame()
               for f, name in TABLE_FILES.items()}  # fmt: skip
