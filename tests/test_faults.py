@@ -26,6 +26,7 @@ import torch
 from sagips import checkpoints as ck
 from sagips.launch import shm
 from sagips.launch.local import read_pid
+from sagips.launch.lock import process_state
 from tests.conftest import run_sagips, summary
 
 pytestmark = pytest.mark.skipif(shutil.which("mpiexec") is None, reason="mpiexec not on PATH")
@@ -83,10 +84,7 @@ def stop(proc: subprocess.Popen) -> int:
 
 def ended(pid: int) -> bool:
     """The process is gone or a zombie (ended, not yet reaped by its parent)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
-    except OSError:
-        return True
+    return process_state(pid) in (None, "Z")
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 120.0) -> object:

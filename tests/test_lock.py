@@ -15,7 +15,7 @@ import pytest
 
 from sagips import checkpoints as ck
 from sagips.errors import ConfigError
-from sagips.launch.lock import Owner, lock_path, read_owner, run_lock
+from sagips.launch.lock import Owner, lock_path, process_state, read_owner, run_lock
 from tests.conftest import needs_mpi, run_sagips, summary
 
 DEAD = object()  # a pid that has ended
@@ -33,7 +33,7 @@ def zombie_pid() -> int:
     """What a launcher killed with its parent leaves where the container's init does not reap."""
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     _zombies.append(proc)
-    while open(f"/proc/{proc.pid}/stat").read().rpartition(")")[2].split()[0] != "Z":
+    while process_state(proc.pid) != "Z":
         time.sleep(0.01)
     return proc.pid
 

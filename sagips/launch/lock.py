@@ -48,6 +48,15 @@ class Owner:
         return self.host == me.host and not _alive(self.pid)
 
 
+def process_state(pid: int) -> str | None:
+    """The state letter of ``/proc/PID/stat`` ("R", "S", "Z" for a zombie...); None when the
+    process is gone or this system has no /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def _alive(pid: int) -> bool:
     """The process runs. A zombie does not: a launcher killed with its parent stays one for as
     long as nobody reaps it (a container whose init does not reap, for one)."""
@@ -57,9 +66,7 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # another user's process
         return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):  # it ended just now, or this system has no /proc
+    if (state := process_state(pid)) is None:  # it ended just now, or this system has no /proc
         return not Path("/proc").is_dir()
     return state != "Z"
 
